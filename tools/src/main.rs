@@ -1,0 +1,38 @@
+//! `snet`: the command line of the snet emulator.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+
+/// Exit code for success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code when an expectation or check failed.
+pub const EXIT_CHECK_FAILED: u8 = 1;
+/// Exit code for invalid input or usage.
+pub const EXIT_USAGE: u8 = 2;
+
+/// snet: an emulator of a ServerNet-style system-area fabric and the smart LAN
+/// adapter of a single-IP cluster.
+#[derive(Parser, Debug)]
+#[command(name = "snet", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Measure the model's speed against baselines run in the same process.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Bench(args) => bench::run(&args),
+    };
+    ExitCode::from(code)
+}
