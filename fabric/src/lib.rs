@@ -21,7 +21,9 @@ pub mod avt;
 pub mod engine;
 pub mod ids;
 pub mod memory;
+pub mod network;
 pub mod packet;
 pub mod time;
+pub mod topology;
 
 pub use ids::{EndpointId, FabricAddr, NackReason, Plane, WindowKey};
