@@ -1,0 +1,988 @@
+use super::*;
+use crate::avt::Access;
+use crate::packet::Generation;
+use crate::time::Bandwidth;
+use crate::topology::{EndpointKind, LinkParams, TopologyBuilder, shapes};
+
+fn ep(n: u32) -> EndpointId {
+    EndpointId::new(n).unwrap()
+}
+
+const A: u32 = 1;
+const B: u32 = 2;
+const C: u32 = 3;
+
+/// Three routers per plane in a line: A and B on router 0 (one router
+/// between them), C on router 2 (three routers from A).
+fn line_topology(params: LinkParams) -> Topology {
+    shapes::chain(
+        &Plane::BOTH,
+        3,
+        &[
+            (ep(A), EndpointKind::Processor, 0),
+            (ep(B), EndpointKind::Processor, 0),
+            (ep(C), EndpointKind::Adapter, 2),
+        ],
+        6,
+        params,
+    )
+    .unwrap()
+}
+
+fn config() -> FabricConfig {
+    FabricConfig {
+        memory_size: 4 << 20,
+        ..FabricConfig::default()
+    }
+}
+
+fn sim(cfg: FabricConfig, seed: u64) -> FabricSim {
+    FabricSim::new(line_topology(LinkParams::default()), cfg, seed).unwrap()
+}
+
+fn pattern(len: u64, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ ((i >> 8) as u8))
+        .collect()
+}
+
+/// Writes `len` bytes from `from` to `to` and reads them back into another
+/// place of `from`; checks both land byte-exact.
+fn round_trip(s: &mut FabricSim, from: u32, to: u32, len: u64) -> (DmaCompletion, DmaCompletion) {
+    let win_len = len.max(1) as u32;
+    let key = s
+        .register(
+            ep(to),
+            ep(from),
+            ProcAddr(0x1000),
+            win_len,
+            Access::READ | Access::WRITE,
+        )
+        .unwrap();
+    let data = pattern(len, len as u8);
+    s.fabric
+        .memory_mut(ep(from))
+        .unwrap()
+        .write(ProcAddr(0x10_0000), &data)
+        .unwrap();
+    let w = s
+        .dma(
+            ep(from),
+            DmaRequest {
+                target: ep(to),
+                op: DmaOp::Write {
+                    local: ProcAddr(0x10_0000),
+                    remote: FabricAddr::new(key, 0),
+                },
+                len,
+                plane: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(w.result, Ok(()), "write of {len} bytes");
+    assert_eq!(
+        s.fabric
+            .memory(ep(to))
+            .unwrap()
+            .slice(ProcAddr(0x1000), len)
+            .unwrap(),
+        &data[..]
+    );
+    // Nothing outside the window was touched.
+    let mem = s.fabric.memory(ep(to)).unwrap();
+    assert!(
+        mem.slice(ProcAddr(0), 0x1000)
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0)
+    );
+    assert!(
+        mem.slice(ProcAddr(0x1000 + len), 4096)
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0)
+    );
+    let r = s
+        .dma(
+            ep(from),
+            DmaRequest {
+                target: ep(to),
+                op: DmaOp::Read {
+                    local: ProcAddr(0x30_0000),
+                    remote: FabricAddr::new(key, 0),
+                },
+                len,
+                plane: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(r.result, Ok(()), "read of {len} bytes");
+    assert_eq!(
+        s.fabric
+            .memory(ep(from))
+            .unwrap()
+            .slice(ProcAddr(0x30_0000), len)
+            .unwrap(),
+        &data[..]
+    );
+    (w, r)
+}
+
+const SIZES: [u64; 7] = [0, 1, 63, 64, 65, 4096 + 3, 1 << 20];
+
+#[test]
+fn dma_lands_byte_exact_over_one_and_three_hops() {
+    for packet_level in [false, true] {
+        for generation in [Generation::ServerNet1, Generation::ServerNet2] {
+            for (to, routers) in [(B, 1), (C, 3)] {
+                let cfg = FabricConfig {
+                    limits: generation.into(),
+                    ..config()
+                };
+                let mut s = sim(cfg, 1);
+                s.fabric.set_packet_level(packet_level);
+                assert_eq!(
+                    s.fabric
+                        .topology()
+                        .path(Plane::X, ep(A), ep(to))
+                        .unwrap()
+                        .len(),
+                    routers + 1
+                );
+                for len in SIZES {
+                    round_trip(&mut s, A, to, len);
+                }
+                let c = s.fabric.counters();
+                assert_eq!(c.endpoint_total(|e| e.misdelivered), 0);
+                assert_eq!(c.endpoint_total(|e| e.crc_drops), 0);
+                assert_eq!(c.dma_total(|d| d.failed), 0);
+                if packet_level {
+                    assert_eq!(c.dma_total(|d| d.trains), 0);
+                } else {
+                    assert!(
+                        c.dma_total(|d| d.trains) > 0,
+                        "large transfers run as trains"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The transaction-level fast path gives exactly the packet-level timing
+/// and counters when nothing else uses the path.
+#[test]
+fn trains_match_packet_level_timing_exactly() {
+    let shapes: Vec<(LinkParams, u8, u8, Generation)> = vec![
+        (LinkParams::default(), 2, 16, Generation::ServerNet2),
+        (LinkParams::default(), 1, 16, Generation::ServerNet2),
+        (
+            LinkParams {
+                bandwidth: Bandwidth::from_mb_per_s(50).unwrap(),
+                latency: Duration::from_ns(5),
+            },
+            4,
+            3,
+            Generation::ServerNet1,
+        ),
+        (
+            LinkParams {
+                bandwidth: Bandwidth::from_mb_per_s(250).unwrap(),
+                latency: Duration::from_ns(700),
+            },
+            1,
+            1,
+            Generation::ServerNet3,
+        ),
+    ];
+    for (params, slots, window, generation) in shapes {
+        for to in [B, C] {
+            for len in [65u64, 4096 + 3, 100_000, 1 << 20] {
+                for write in [true, false] {
+                    let mut results = Vec::new();
+                    for packet_level in [true, false] {
+                        let cfg = FabricConfig {
+                            buffer_slots: slots,
+                            max_outstanding: window,
+                            limits: generation.into(),
+                            ..config()
+                        };
+                        let mut s = FabricSim::new(line_topology(params), cfg, 9).unwrap();
+                        s.fabric.set_packet_level(packet_level);
+                        let key = s
+                            .register(
+                                ep(to),
+                                ep(A),
+                                ProcAddr(0),
+                                len as u32,
+                                Access::READ | Access::WRITE,
+                            )
+                            .unwrap();
+                        // Start at a non-zero time to catch offsets.
+                        s.run_until(Instant::from_ns(1234));
+                        let op = if write {
+                            DmaOp::Write {
+                                local: ProcAddr(0),
+                                remote: FabricAddr::new(key, 0),
+                            }
+                        } else {
+                            DmaOp::Read {
+                                local: ProcAddr(0),
+                                remote: FabricAddr::new(key, 0),
+                            }
+                        };
+                        let c = s
+                            .dma(
+                                ep(A),
+                                DmaRequest {
+                                    target: ep(to),
+                                    op,
+                                    len,
+                                    plane: None,
+                                },
+                            )
+                            .unwrap();
+                        assert_eq!(c.result, Ok(()));
+                        let packets = len.div_ceil(generation.max_payload() as u64);
+                        assert_eq!(c.used_train, !packet_level && packets > 1);
+                        // Back to back: the next transfer starts while credits of
+                        // the first are still on their way back.
+                        let back = match op {
+                            DmaOp::Write { local, remote } => DmaOp::Read { local, remote },
+                            DmaOp::Read { local, remote } => DmaOp::Write { local, remote },
+                        };
+                        let c2 = s
+                            .dma(
+                                ep(A),
+                                DmaRequest {
+                                    target: ep(to),
+                                    op: back,
+                                    len,
+                                    plane: None,
+                                },
+                            )
+                            .unwrap();
+                        assert_eq!(c2.result, Ok(()));
+                        s.run_to_idle();
+                        let counters = s.fabric.counters();
+                        let chans: Vec<_> = counters
+                            .channels
+                            .iter()
+                            .map(|c| (c.3.packets, c.3.bytes, c.3.busy_ps))
+                            .collect();
+                        let routed: Vec<_> = counters.routers.iter().map(|r| r.2.routed).collect();
+                        let eps: Vec<_> = counters
+                            .endpoints
+                            .iter()
+                            .map(|e| {
+                                (
+                                    e.1.requests_in,
+                                    e.1.responses_in,
+                                    e.1.packets_out,
+                                    e.1.dma.packets,
+                                    e.2.validated,
+                                )
+                            })
+                            .collect();
+                        results.push((c.finished, c2.finished, chans, routed, eps));
+                    }
+                    assert_eq!(
+                        results[0], results[1],
+                        "packet-level vs train: slots={slots} window={window} to={to} len={len} write={write}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_avt_violation_is_nacked_and_counted() {
+    let mut s = sim(config(), 3);
+    let rw = s
+        .register(
+            ep(B),
+            ep(A),
+            ProcAddr(0),
+            4096,
+            Access::READ | Access::WRITE,
+        )
+        .unwrap();
+    let ro = s
+        .register(ep(B), ep(A), ProcAddr(8192), 4096, Access::READ)
+        .unwrap();
+    let other = s
+        .register(
+            ep(B),
+            ep(C),
+            ProcAddr(16384),
+            4096,
+            Access::READ | Access::WRITE,
+        )
+        .unwrap();
+    let write = |remote, len| DmaRequest {
+        target: ep(B),
+        op: DmaOp::Write {
+            local: ProcAddr(0),
+            remote,
+        },
+        len,
+        plane: None,
+    };
+    let cases = [
+        (
+            write(FabricAddr::new(rw, 4000), 200),
+            NackReason::OutsideWindow,
+        ),
+        (
+            write(FabricAddr::new(other, 0), 16),
+            NackReason::WrongRequester,
+        ),
+        (write(FabricAddr::new(ro, 0), 16), NackReason::NotWritable),
+        (
+            write(FabricAddr::new(WindowKey::new(999, 1).unwrap(), 0), 16),
+            NackReason::NoWindow,
+        ),
+    ];
+    for (req, reason) in cases {
+        let before = s.fabric.counters().endpoint(ep(B)).unwrap().1.nacks[reason.code() as usize];
+        let c = s.dma(ep(A), req).unwrap();
+        assert!(
+            matches!(c.result, Err(DmaError::Nacked { reason: r, .. }) if r == reason),
+            "{reason}: {:?}",
+            c.result
+        );
+        let after = s.fabric.counters().endpoint(ep(B)).unwrap().1.nacks[reason.code() as usize];
+        assert_eq!(after, before + 1, "{reason} counted once");
+    }
+    // Stale key: unregister and register the same slot again.
+    s.fabric.avt_unregister(&mut s.engine, ep(B), rw).unwrap();
+    let fresh = s
+        .register(
+            ep(B),
+            ep(A),
+            ProcAddr(0),
+            4096,
+            Access::READ | Access::WRITE,
+        )
+        .unwrap();
+    assert_eq!(fresh.index(), rw.index());
+    let c = s.dma(ep(A), write(FabricAddr::new(rw, 0), 16)).unwrap();
+    assert!(matches!(
+        c.result,
+        Err(DmaError::Nacked {
+            reason: NackReason::StaleKey,
+            ..
+        })
+    ));
+    let c = s.dma(ep(A), write(FabricAddr::new(fresh, 0), 16)).unwrap();
+    assert_eq!(c.result, Ok(()));
+    // Nothing landed anywhere through the refused requests.
+    let mem = s.fabric.memory(ep(B)).unwrap();
+    assert!(
+        mem.slice(ProcAddr(4096), 60000)
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0)
+    );
+    let sent = s.fabric.counters().endpoint(ep(B)).unwrap().0.nacks_sent;
+    assert_eq!(sent.iter().sum::<u64>(), 5);
+    assert_eq!(
+        s.fabric
+            .counters()
+            .endpoint(ep(A))
+            .unwrap()
+            .0
+            .dma
+            .nacks_received
+            .iter()
+            .sum::<u64>(),
+        5
+    );
+}
+
+#[test]
+fn a_refused_packet_in_the_middle_of_a_large_transfer_fails_it_with_its_offset() {
+    for packet_level in [false, true] {
+        let mut s = sim(config(), 4);
+        s.fabric.set_packet_level(packet_level);
+        let key = s
+            .register(ep(C), ep(A), ProcAddr(0), 10_000, Access::WRITE)
+            .unwrap();
+        let c = s
+            .dma(
+                ep(A),
+                DmaRequest {
+                    target: ep(C),
+                    op: DmaOp::Write {
+                        local: ProcAddr(0),
+                        remote: FabricAddr::new(key, 0),
+                    },
+                    len: 20_000,
+                    plane: None,
+                },
+            )
+            .unwrap();
+        assert!(
+            matches!(c.result, Err(DmaError::Nacked { reason: NackReason::OutsideWindow, offset }) if offset >= 9_728 && offset < 10_000),
+            "{:?}",
+            c.result
+        );
+        s.run_to_idle();
+        assert!(s.fabric.is_idle());
+    }
+}
+
+fn big_write(s: &mut FabricSim, to: u32, len: u64) -> (WindowKey, Vec<u8>, TransferId) {
+    let key = s
+        .register(
+            ep(to),
+            ep(A),
+            ProcAddr(0),
+            len as u32,
+            Access::READ | Access::WRITE,
+        )
+        .unwrap();
+    let data = pattern(len, 7);
+    s.fabric
+        .memory_mut(ep(A))
+        .unwrap()
+        .write(ProcAddr(0), &data)
+        .unwrap();
+    let id = s
+        .start_dma(
+            ep(A),
+            DmaRequest {
+                target: ep(to),
+                op: DmaOp::Write {
+                    local: ProcAddr(0),
+                    remote: FabricAddr::new(key, 0),
+                },
+                len,
+                plane: Some(Plane::X),
+            },
+        )
+        .unwrap();
+    (key, data, id)
+}
+
+fn wait_for(s: &mut FabricSim, id: TransferId) -> DmaCompletion {
+    s.run_to_idle();
+    s.fabric
+        .take_completions()
+        .into_iter()
+        .find(|c| c.id == id)
+        .expect("transfer completed")
+}
+
+#[test]
+fn x_plane_failure_mid_transfer_completes_over_y() {
+    for packet_level in [false, true] {
+        for victim in [
+            FaultTarget::Plane(Plane::X),
+            FaultTarget::Router(RouterId(1)),
+            FaultTarget::Link(0),
+        ] {
+            let mut s = sim(config(), 5);
+            s.fabric.set_packet_level(packet_level);
+            let len = 1 << 20;
+            let (_, data, id) = big_write(&mut s, C, len);
+            s.run_until(Instant::from_ns(2_000_000)); // well inside the ~8.5 ms transfer
+            s.fail(victim).unwrap();
+            let c = wait_for(&mut s, id);
+            assert_eq!(c.result, Ok(()), "{victim} packet_level={packet_level}");
+            assert!(c.failovers >= 1, "a failover is counted");
+            assert_eq!(
+                s.fabric
+                    .memory(ep(C))
+                    .unwrap()
+                    .slice(ProcAddr(0), len)
+                    .unwrap(),
+                &data[..]
+            );
+            let counters = s.fabric.counters();
+            assert!(counters.dma_total(|d| d.plane_failovers) >= 1);
+            assert!(counters.plane_total(Plane::Y, |c| c.packets) > 0);
+            if !packet_level {
+                assert_eq!(counters.dma_total(|d| d.train_splits), 1);
+            }
+        }
+    }
+}
+
+#[test]
+fn both_planes_failed_gives_a_typed_error_and_touches_no_other_memory() {
+    for packet_level in [false, true] {
+        let mut s = sim(config(), 6);
+        s.fabric.set_packet_level(packet_level);
+        s.fabric
+            .memory_mut(ep(B))
+            .unwrap()
+            .fill(ProcAddr(0), 1 << 20, 0xEE)
+            .unwrap();
+        let (_, _, id) = big_write(&mut s, C, 1 << 20);
+        s.run_until(Instant::from_ns(1_000_000));
+        s.fail(FaultTarget::Plane(Plane::X)).unwrap();
+        s.fail(FaultTarget::Plane(Plane::Y)).unwrap();
+        let c = wait_for(&mut s, id);
+        assert!(
+            matches!(c.result, Err(DmaError::NoPath { planes: "X+Y", .. })),
+            "{:?}",
+            c.result
+        );
+        assert!(
+            s.fabric
+                .memory(ep(B))
+                .unwrap()
+                .slice(ProcAddr(0), 1 << 20)
+                .unwrap()
+                .iter()
+                .all(|&b| b == 0xEE)
+        );
+        assert!(s.fabric.is_idle());
+    }
+}
+
+#[test]
+fn failed_target_stops_answering_and_failed_requester_ends_its_transfers() {
+    let mut s = sim(config(), 7);
+    let (_, _, id) = big_write(&mut s, C, 100_000);
+    s.fail(FaultTarget::Endpoint(ep(C))).unwrap();
+    let c = wait_for(&mut s, id);
+    assert!(
+        matches!(c.result, Err(DmaError::NoPath { .. })),
+        "{:?}",
+        c.result
+    );
+    assert!(s.fabric.counters().endpoint(ep(C)).unwrap().0.dropped_down > 0);
+
+    let mut s = sim(config(), 7);
+    let (_, _, id) = big_write(&mut s, C, 100_000);
+    s.run_until(Instant::from_ns(50_000));
+    s.fail(FaultTarget::Endpoint(ep(A))).unwrap();
+    let c = wait_for(&mut s, id);
+    assert_eq!(c.result, Err(DmaError::RequesterDown));
+    assert_eq!(
+        s.start_dma(
+            ep(A),
+            DmaRequest {
+                target: ep(C),
+                op: DmaOp::Read {
+                    local: ProcAddr(0),
+                    remote: FabricAddr(0)
+                },
+                len: 1,
+                plane: None
+            }
+        ),
+        Err(DmaError::RequesterDown)
+    );
+    s.restore(FaultTarget::Endpoint(ep(A))).unwrap();
+    let key = s
+        .register(ep(C), ep(A), ProcAddr(0), 64, Access::READ)
+        .unwrap();
+    let c = s
+        .dma(
+            ep(A),
+            DmaRequest {
+                target: ep(C),
+                op: DmaOp::Read {
+                    local: ProcAddr(0),
+                    remote: FabricAddr::new(key, 0),
+                },
+                len: 64,
+                plane: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(c.result, Ok(()));
+}
+
+#[test]
+fn contention_splits_a_train_and_both_transfers_land() {
+    let mut s = sim(config(), 8);
+    // A→C runs as a train over routers 0,1,2; B→C shares router 0's uplink and C's link.
+    let (_, data_a, id_a) = big_write(&mut s, C, 256 * 1024);
+    s.run_until(Instant::from_ns(100_000));
+    let key_b = s
+        .register(ep(C), ep(B), ProcAddr(1 << 20), 64 * 1024, Access::WRITE)
+        .unwrap();
+    let data_b = pattern(64 * 1024, 99);
+    s.fabric
+        .memory_mut(ep(B))
+        .unwrap()
+        .write(ProcAddr(0), &data_b)
+        .unwrap();
+    let id_b = s
+        .start_dma(
+            ep(B),
+            DmaRequest {
+                target: ep(C),
+                op: DmaOp::Write {
+                    local: ProcAddr(0),
+                    remote: FabricAddr::new(key_b, 0),
+                },
+                len: 64 * 1024,
+                plane: Some(Plane::X),
+            },
+        )
+        .unwrap();
+    s.run_to_idle();
+    let done = s.fabric.take_completions();
+    for id in [id_a, id_b] {
+        assert_eq!(done.iter().find(|c| c.id == id).unwrap().result, Ok(()));
+    }
+    let mem = s.fabric.memory(ep(C)).unwrap();
+    assert_eq!(mem.slice(ProcAddr(0), 256 * 1024).unwrap(), &data_a[..]);
+    assert_eq!(
+        mem.slice(ProcAddr(1 << 20), 64 * 1024).unwrap(),
+        &data_b[..]
+    );
+    let counters = s.fabric.counters();
+    assert!(counters.dma_total(|d| d.train_splits) >= 1);
+    assert!(
+        counters.channels.iter().any(|c| c.3.waits > 0),
+        "someone waited for a busy output"
+    );
+}
+
+#[test]
+fn crc_errors_are_dropped_counted_and_recovered() {
+    let cfg = FabricConfig {
+        crc_error_rate: 0.02,
+        transaction_timeout: Duration::from_us(50),
+        ..config()
+    };
+    let mut s = sim(cfg, 10);
+    let (w, r) = round_trip(&mut s, A, C, 256 * 1024);
+    assert!(w.retries + r.retries > 0);
+    let c = s.fabric.counters();
+    let corrupted: u64 = c.channels.iter().map(|c| c.3.corrupted).sum();
+    assert!(corrupted > 0);
+    let detected =
+        c.endpoint_total(|e| e.crc_drops) + c.routers.iter().map(|r| r.2.unroutable).sum::<u64>();
+    assert!(detected > 0 && detected <= corrupted);
+    assert_eq!(c.endpoint_total(|e| e.misdelivered), 0);
+    assert_eq!(
+        c.dma_total(|d| d.trains),
+        0,
+        "corruption needs packet-level treatment"
+    );
+}
+
+#[test]
+fn interrupt_windows_queue_an_entry_per_landed_write() {
+    let mut s = sim(config(), 11);
+    let key = s
+        .register(
+            ep(A),
+            ep(C),
+            ProcAddr(64),
+            64,
+            Access::WRITE | Access::INTERRUPT,
+        )
+        .unwrap();
+    let c = s
+        .dma(
+            ep(C),
+            DmaRequest {
+                target: ep(A),
+                op: DmaOp::Write {
+                    local: ProcAddr(0),
+                    remote: FabricAddr::new(key, 8),
+                },
+                len: 8,
+                plane: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(c.result, Ok(()));
+    let e = s
+        .fabric
+        .pop_interrupt(ep(A))
+        .unwrap()
+        .expect("an interrupt entry");
+    assert_eq!((e.requester, e.key, e.offset, e.len), (ep(C), key, 8, 8));
+    assert!(e.at < c.finished);
+    assert!(s.fabric.pop_interrupt(ep(A)).unwrap().is_none());
+}
+
+/// A fault-heavy run: several transfers in both directions, CRC errors,
+/// a plane failure and restore, a router failure.
+fn fault_heavy_run(seed: u64) -> (u64, Vec<(TransferId, bool, Instant)>) {
+    let cfg = FabricConfig {
+        crc_error_rate: 0.01,
+        transaction_timeout: Duration::from_us(40),
+        ..config()
+    };
+    let mut s = sim(cfg, seed);
+    let mut ids = Vec::new();
+    for (i, (from, to)) in [(A, C), (B, C), (C, A), (A, B)].into_iter().enumerate() {
+        let key = s
+            .register(
+                ep(to),
+                ep(from),
+                ProcAddr(0),
+                1 << 20,
+                Access::READ | Access::WRITE,
+            )
+            .unwrap();
+        s.fabric
+            .memory_mut(ep(from))
+            .unwrap()
+            .write(ProcAddr(0), &pattern(200_000, i as u8))
+            .unwrap();
+        let op = if i % 2 == 0 {
+            DmaOp::Write {
+                local: ProcAddr(0),
+                remote: FabricAddr::new(key, 0),
+            }
+        } else {
+            DmaOp::Read {
+                local: ProcAddr(1 << 21),
+                remote: FabricAddr::new(key, 0),
+            }
+        };
+        ids.push(
+            s.start_dma(
+                ep(from),
+                DmaRequest {
+                    target: ep(to),
+                    op,
+                    len: 200_000,
+                    plane: None,
+                },
+            )
+            .unwrap(),
+        );
+    }
+    s.run_until(Instant::from_ns(300_000));
+    s.fail(FaultTarget::Plane(Plane::X)).unwrap();
+    s.run_until(Instant::from_ns(600_000));
+    s.restore(FaultTarget::Plane(Plane::X)).unwrap();
+    s.fail(FaultTarget::Router(RouterId(4))).unwrap();
+    s.run_to_idle();
+    let mut done: Vec<_> = s
+        .fabric
+        .take_completions()
+        .into_iter()
+        .map(|c| (c.id, c.result.is_ok(), c.finished))
+        .collect();
+    done.sort();
+    assert_eq!(done.len(), ids.len());
+    (s.trace_hash(), done)
+}
+
+#[test]
+fn same_seed_same_trace_hash_other_seed_other_hash() {
+    let (h1, d1) = fault_heavy_run(42);
+    let (h2, d2) = fault_heavy_run(42);
+    assert_eq!(h1, h2);
+    assert_eq!(d1, d2);
+    let (h3, _) = fault_heavy_run(43);
+    assert_ne!(h1, h3);
+}
+
+#[test]
+fn configuration_is_checked() {
+    let t = line_topology(LinkParams::default());
+    let bad = [
+        FabricConfig {
+            buffer_slots: 0,
+            ..config()
+        },
+        FabricConfig {
+            max_outstanding: 17,
+            ..config()
+        },
+        FabricConfig {
+            max_outstanding: 0,
+            ..config()
+        },
+        FabricConfig {
+            crc_error_rate: 1.5,
+            ..config()
+        },
+        FabricConfig {
+            max_attempts: 0,
+            ..config()
+        },
+    ];
+    for cfg in bad {
+        assert!(matches!(
+            FabricSim::new(t.clone(), cfg, 1),
+            Err(FabricError::Config(_))
+        ));
+    }
+    let mut s = sim(config(), 1);
+    assert!(matches!(
+        s.fail(FaultTarget::Link(99)),
+        Err(FabricError::UnknownLink(99, _))
+    ));
+    assert!(matches!(
+        s.fail(FaultTarget::Router(RouterId(99))),
+        Err(FabricError::UnknownRouter(_))
+    ));
+    assert!(matches!(
+        s.fail(FaultTarget::Endpoint(ep(77))),
+        Err(FabricError::UnknownEndpoint(_))
+    ));
+    let req = DmaRequest {
+        target: ep(B),
+        op: DmaOp::Write {
+            local: ProcAddr(u64::MAX - 2),
+            remote: FabricAddr(0),
+        },
+        len: 8,
+        plane: None,
+    };
+    assert!(matches!(
+        s.start_dma(ep(A), req),
+        Err(DmaError::LocalOutOfBounds { .. })
+    ));
+    let req = DmaRequest {
+        target: ep(A),
+        op: DmaOp::Write {
+            local: ProcAddr(0),
+            remote: FabricAddr(0),
+        },
+        len: 8,
+        plane: None,
+    };
+    assert_eq!(s.start_dma(ep(A), req), Err(DmaError::SelfTransfer));
+    let key = WindowKey::new(1, 1).unwrap();
+    let req = DmaRequest {
+        target: ep(B),
+        op: DmaOp::Write {
+            local: ProcAddr(0),
+            remote: FabricAddr::new(key, u32::MAX - 3),
+        },
+        len: 8,
+        plane: None,
+    };
+    assert!(matches!(
+        s.start_dma(ep(A), req),
+        Err(DmaError::RemoteRange { .. })
+    ));
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A random connected topology on each plane: `routers` routers joined
+    /// by a random spanning tree plus extra links, endpoints attached to
+    /// random routers.
+    fn random_topology(
+        routers: usize,
+        extra: &[(usize, usize)],
+        attach: &[usize],
+        planes: &[Plane],
+    ) -> Option<Topology> {
+        let mut b = TopologyBuilder::new(planes);
+        for (i, _) in attach.iter().enumerate() {
+            b.endpoint(ep(10 + i as u32), EndpointKind::Processor, "p")
+                .ok()?;
+        }
+        let params = LinkParams::default();
+        for &plane in planes {
+            let ids: Vec<RouterId> = (0..routers)
+                .map(|_| b.router(plane, 12, "r").unwrap())
+                .collect();
+            for i in 1..routers {
+                let parent = extra.get(i).map(|e| e.0 % i).unwrap_or(0);
+                let (pa, pb) = (b.free_port(ids[parent])?, b.free_port(ids[i])?);
+                b.link(
+                    PortRef::router(ids[parent], pa),
+                    PortRef::router(ids[i], pb),
+                    params,
+                )
+                .ok()?;
+            }
+            for &(x, y) in extra {
+                let (x, y) = (x % routers, y % routers);
+                if x != y
+                    && let (Some(pa), Some(pb)) = (b.free_port(ids[x]), b.free_port(ids[y]))
+                {
+                    b.link(
+                        PortRef::router(ids[x], pa),
+                        PortRef::router(ids[y], pb),
+                        params,
+                    )
+                    .ok()?;
+                }
+            }
+            for (i, &r) in attach.iter().enumerate() {
+                let rid = ids[r % routers];
+                let p = b.free_port(rid)?;
+                b.link(
+                    PortRef::endpoint(ep(10 + i as u32), plane),
+                    PortRef::router(rid, p),
+                    params,
+                )
+                .ok()?;
+            }
+        }
+        b.build().ok()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+        #[test]
+        fn every_endpoint_reaches_every_other_and_nothing_is_misdelivered(
+            routers in 1usize..6,
+            extra in prop::collection::vec((0usize..6, 0usize..6), 0..6),
+            attach in prop::collection::vec(0usize..6, 2..6),
+            failed_plane in prop::option::of(prop_oneof![Just(Plane::X), Just(Plane::Y)]),
+        ) {
+            let Some(t) = random_topology(routers, &extra, &attach, &Plane::BOTH) else { return Ok(()) };
+            let ids: Vec<EndpointId> = t.endpoints().iter().map(|e| e.id).collect();
+            for &plane in t.planes() {
+                for &a in &ids {
+                    for &b in &ids {
+                        if a != b {
+                            let path = t.path(plane, a, b);
+                            prop_assert!(path.is_some(), "{a}->{b} on {plane}");
+                            for hop in path.unwrap() {
+                                prop_assert_eq!(t.links()[hop.link].plane, plane);
+                            }
+                        }
+                    }
+                }
+            }
+            // Every endpoint writes a distinct pattern to every other, all at once.
+            let mut s = FabricSim::new(t, FabricConfig { memory_size: 1 << 20, ..FabricConfig::default() }, 3).unwrap();
+            if let Some(p) = failed_plane {
+                s.fail(FaultTarget::Plane(p)).unwrap();
+            }
+            let n = ids.len();
+            for (i, &a) in ids.iter().enumerate() {
+                let data = pattern(2000, i as u8);
+                s.fabric.memory_mut(a).unwrap().write(ProcAddr(0), &data).unwrap();
+                for (j, &b) in ids.iter().enumerate() {
+                    if i == j { continue; }
+                    let key = s.register(b, a, ProcAddr(4096 * i as u64), 2000, Access::WRITE).unwrap();
+                    let plane = failed_plane.map(|p| p.other());
+                    s.start_dma(a, DmaRequest { target: b, op: DmaOp::Write { local: ProcAddr(0), remote: FabricAddr::new(key, 0) }, len: 2000, plane }).unwrap();
+                }
+            }
+            s.run_to_idle();
+            let done = s.fabric.take_completions();
+            prop_assert_eq!(done.len(), n * (n - 1));
+            prop_assert!(done.iter().all(|c| c.result.is_ok()));
+            for (i, _) in ids.iter().enumerate() {
+                let data = pattern(2000, i as u8);
+                for (j, &b) in ids.iter().enumerate() {
+                    if i == j { continue; }
+                    prop_assert_eq!(s.fabric.memory(b).unwrap().slice(ProcAddr(4096 * i as u64), 2000).unwrap(), &data[..]);
+                }
+            }
+            let c = s.fabric.counters();
+            prop_assert_eq!(c.endpoint_total(|e| e.misdelivered), 0);
+            if let Some(p) = failed_plane {
+                prop_assert_eq!(c.plane_total(p, |c| c.packets), 0);
+            }
+        }
+    }
+}
