@@ -15,7 +15,11 @@ pub struct EndpointId(u32);
 impl EndpointId {
     /// Builds an ID, or `None` if `raw` does not fit in 20 bits.
     pub const fn new(raw: u32) -> Option<Self> {
-        if raw <= MAX_ENDPOINT_ID { Some(Self(raw)) } else { None }
+        if raw <= MAX_ENDPOINT_ID {
+            Some(Self(raw))
+        } else {
+            None
+        }
     }
 
     /// The raw 20-bit value.

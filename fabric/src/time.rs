@@ -149,7 +149,11 @@ pub struct Bandwidth {
 impl Bandwidth {
     /// From bytes per second; `None` for zero.
     pub const fn from_bytes_per_s(bytes_per_s: u64) -> Option<Self> {
-        if bytes_per_s == 0 { None } else { Some(Self { bytes_per_s }) }
+        if bytes_per_s == 0 {
+            None
+        } else {
+            Some(Self { bytes_per_s })
+        }
     }
     /// From MB/s (10^6 bytes per second), the unit ServerNet links are quoted in.
     pub const fn from_mb_per_s(mb: u64) -> Option<Self> {
@@ -200,6 +204,9 @@ mod tests {
     #[test]
     fn arithmetic_saturates() {
         assert_eq!(Instant::MAX + Duration::from_ns(1), Instant::MAX);
-        assert_eq!(Instant::ZERO.saturating_since(Instant::from_ns(5)), Duration::ZERO);
+        assert_eq!(
+            Instant::ZERO.saturating_since(Instant::from_ns(5)),
+            Duration::ZERO
+        );
     }
 }
