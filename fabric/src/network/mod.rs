@@ -373,6 +373,9 @@ pub struct DmaCounters {
     pub train_packets: u64,
     /// Trains split by contention, faults or AVT changes.
     pub train_splits: u64,
+    /// Train packets whose timing came from the steady-state jump (a
+    /// periodic schedule extended exactly) instead of one-by-one evaluation.
+    pub train_jumped_packets: u64,
 }
 
 /// A snapshot of every counter of the fabric.

@@ -200,6 +200,7 @@ fn trains_match_packet_level_timing_exactly() {
             for len in [65u64, 4096 + 3, 100_000, 1 << 20] {
                 for write in [true, false] {
                     let mut results = Vec::new();
+                    let mut jumped = 0;
                     for packet_level in [true, false] {
                         let cfg = FabricConfig {
                             buffer_slots: slots,
@@ -265,6 +266,7 @@ fn trains_match_packet_level_timing_exactly() {
                         assert_eq!(c2.result, Ok(()));
                         s.run_to_idle();
                         let counters = s.fabric.counters();
+                        jumped += counters.dma_total(|d| d.train_jumped_packets);
                         let chans: Vec<_> = counters
                             .channels
                             .iter()
@@ -285,6 +287,9 @@ fn trains_match_packet_level_timing_exactly() {
                             })
                             .collect();
                         results.push((c.finished, c2.finished, chans, routed, eps));
+                    }
+                    if len == 1 << 20 {
+                        assert!(jumped > 0, "a 1 MiB train reaches steady state and jumps");
                     }
                     assert_eq!(
                         results[0], results[1],
@@ -424,7 +429,7 @@ fn a_refused_packet_in_the_middle_of_a_large_transfer_fails_it_with_its_offset()
             )
             .unwrap();
         assert!(
-            matches!(c.result, Err(DmaError::Nacked { reason: NackReason::OutsideWindow, offset }) if offset >= 9_728 && offset < 10_000),
+            matches!(c.result, Err(DmaError::Nacked { reason: NackReason::OutsideWindow, offset }) if (9_728..10_000).contains(&offset)),
             "{:?}",
             c.result
         );

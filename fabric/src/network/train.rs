@@ -50,6 +50,8 @@ struct ChanTiming {
     busy_until: Instant,
     /// When each credit is available, earliest first (free ones at time zero).
     credit_ready: Vec<Instant>,
+    /// Serialization time of the train's three packet sizes (see [`Params::sizes`]).
+    ser: [Duration; 3],
 }
 
 /// Per-channel state of the recurrence.
@@ -61,6 +63,8 @@ struct ChanState {
     packets: u64,
     bytes: u64,
     busy_ps: u64,
+    /// Busy time added by the latest packet.
+    last_busy: u64,
 }
 
 /// Times of one packet of a train.
@@ -89,6 +93,8 @@ pub(super) struct Train {
     /// Number of packets carried.
     packets: u64,
     end: Instant,
+    /// The recurrence evaluated over every packet at the start.
+    full: Option<Evaluation>,
 }
 
 impl Train {
@@ -104,13 +110,18 @@ impl Train {
 }
 
 /// Result of evaluating the recurrence over a prefix of a train.
+#[derive(Debug)]
 struct Evaluation {
     fwd: Vec<ChanState>,
     rev: Vec<ChanState>,
     times: Vec<PacketTimes>,
+    /// Packets computed by the steady-state jump rather than one by one.
+    jumped: u64,
 }
 
 struct Params {
+    /// Wire sizes of an empty packet, a full one and the transfer's last one.
+    sizes: [u64; 3],
     path_formation: Duration,
     turnaround: Duration,
     credits: usize,
@@ -125,32 +136,108 @@ fn traverse(
     st: &mut [ChanState],
     j: usize,
     ready: Instant,
-    size: u64,
+    size_class: usize,
     p: &Params,
 ) -> Instant {
-    let c = p.credits;
+    let size = p.sizes[size_class];
+    let slot = j % p.credits;
     let mut request = ready;
     let mut tail_here = ready;
+    let mut prev_latency = Duration::ZERO;
     for i in 0..chans.len() {
         let ch = &chans[i];
-        let credit = st[i].credits[j % c];
+        let credit = st[i].credits[slot];
         let grant = request.max(st[i].last_end).max(credit);
-        let end = (grant + ch.bandwidth.serialization(size)).max(tail_here);
-        st[i].last_end = end;
-        st[i].packets += 1;
-        st[i].bytes += size;
-        st[i].busy_ps += (end - grant).as_ps();
+        let end = (grant + ch.ser[size_class]).max(tail_here);
+        let s = &mut st[i];
+        s.last_end = end;
+        s.packets += 1;
+        s.bytes += size;
+        s.last_busy = (end - grant).as_ps();
+        s.busy_ps += s.last_busy;
         if i > 0 {
             // The tail leaves node i's input buffer: credit back to channel i-1's sender.
-            st[i - 1].credits[j % c] = end + chans[i - 1].latency;
+            st[i - 1].credits[slot] = end + prev_latency;
         }
         request = grant + ch.latency + ch.header_time + p.path_formation;
         tail_here = end + ch.latency;
+        prev_latency = ch.latency;
     }
     // The endpoint consumes the packet when its tail arrives.
-    let last = chans.len() - 1;
-    st[last].credits[j % c] = tail_here + chans[last].latency;
+    if let Some(last) = st.last_mut() {
+        last.credits[slot] = tail_here + prev_latency;
+    }
     tail_here
+}
+
+/// The part of the recurrence state that the future depends on, with every
+/// time expressed by age (packet j, j-1, ...), so that two consecutive
+/// snapshots can be compared for a uniform shift.
+#[derive(Debug, Default)]
+struct Snapshot {
+    times: Vec<u64>,
+    busy: Vec<u64>,
+}
+
+impl Snapshot {
+    fn take(&mut self, ev: &Evaluation, j: usize, p: &Params) {
+        self.times.clear();
+        self.busy.clear();
+        for st in ev.fwd.iter().chain(&ev.rev) {
+            self.times.push(st.last_end.as_ps());
+            for age in 0..p.credits {
+                self.times
+                    .push(st.credits[(j + p.credits - age) % p.credits].as_ps());
+            }
+            self.busy.push(st.last_busy);
+        }
+        for age in 0..p.window {
+            let t = &ev.times[j - age];
+            self.times
+                .extend([t.inject.as_ps(), t.deliver.as_ps(), t.response.as_ps()]);
+        }
+    }
+
+    /// `Some(delta)` if `self` is `prev` with every time moved by one same delta
+    /// and every per-packet busy increment unchanged.
+    fn shift_from(&self, prev: &Snapshot) -> Option<u64> {
+        let delta = self.times.first()?.checked_sub(*prev.times.first()?)?;
+        let same_shift = self.times.len() == prev.times.len()
+            && self
+                .times
+                .iter()
+                .zip(&prev.times)
+                .all(|(a, b)| a.checked_sub(*b) == Some(delta));
+        (delta > 0 && same_shift && self.busy == prev.busy).then_some(delta)
+    }
+}
+
+/// Once the state after packet `j` equals the state after packet `j - 1`
+/// shifted by a constant `delta`, every further packet of the same size
+/// repeats it (the recurrence only takes maxima and sums of its state and
+/// constants, so it commutes with a uniform shift). Jump to packet `j + m`.
+fn jump(ev: &mut Evaluation, j: usize, m: usize, delta: u64, p: &Params) {
+    let d = Duration::from_ps(delta * m as u64);
+    for st in ev.fwd.iter_mut().chain(ev.rev.iter_mut()) {
+        st.last_end += d;
+        let old = st.credits.clone();
+        for age in 0..p.credits {
+            let from = (j + p.credits - age) % p.credits;
+            let to = (j + m + p.credits - age) % p.credits;
+            st.credits[to] = old[from] + d;
+        }
+        st.busy_ps += st.last_busy * m as u64;
+        st.packets += m as u64;
+    }
+    let last = ev.times[j];
+    for k in 1..=m {
+        let shift = Duration::from_ps(delta * k as u64);
+        ev.times.push(PacketTimes {
+            inject: last.inject + shift,
+            deliver: last.deliver + shift,
+            response: last.response + shift,
+        });
+    }
 }
 
 fn evaluate(train: &Train, p: &Params, stop_before: Option<Instant>) -> Evaluation {
@@ -163,15 +250,23 @@ fn evaluate(train: &Train, p: &Params, stop_before: Option<Instant>) -> Evaluati
                 packets: 0,
                 bytes: 0,
                 busy_ps: 0,
+                last_busy: 0,
             })
             .collect()
     };
     let mut ev = Evaluation {
         fwd: init(&train.fwd),
         rev: init(&train.rev),
-        times: Vec::new(),
+        times: Vec::with_capacity(train.packets as usize),
+        jumped: 0,
     };
-    for j in 0..train.packets as usize {
+    let n = train.packets as usize;
+    // Train-relative index of the last full-size packet, plus one.
+    let full_end = ((p.len / p.max_payload).saturating_sub(train.first_packet) as usize).min(n);
+    let (mut prev, mut cur) = (Snapshot::default(), Snapshot::default());
+    let warm = p.window.max(p.credits) + 1;
+    let mut j = 0;
+    while j < n {
         let inject = if j < p.window {
             train.start
         } else {
@@ -181,20 +276,19 @@ fn evaluate(train: &Train, p: &Params, stop_before: Option<Instant>) -> Evaluati
             break;
         }
         let idx = train.first_packet + j as u64;
-        let off = idx * p.max_payload;
-        let n = p.len.saturating_sub(off).min(p.max_payload) as usize;
-        let (req_size, resp_size) = if p.is_write {
-            (wire_len(n), wire_len(0))
+        let data = if (idx + 1) * p.max_payload <= p.len {
+            1
         } else {
-            (wire_len(0), wire_len(n))
+            2
         };
-        let deliver = traverse(&train.fwd, &mut ev.fwd, j, inject, req_size as u64, p);
+        let (req_class, resp_class) = if p.is_write { (data, 0) } else { (0, data) };
+        let deliver = traverse(&train.fwd, &mut ev.fwd, j, inject, req_class, p);
         let response = traverse(
             &train.rev,
             &mut ev.rev,
             j,
             deliver + p.turnaround,
-            resp_size as u64,
+            resp_class,
             p,
         );
         ev.times.push(PacketTimes {
@@ -202,6 +296,27 @@ fn evaluate(train: &Train, p: &Params, stop_before: Option<Instant>) -> Evaluati
             deliver,
             response,
         });
+        // Steady state: jump over the remaining full-size packets. Only for
+        // whole-train evaluations; a split evaluates packet by packet.
+        if stop_before.is_none() && j >= warm && j + 1 < full_end {
+            cur.take(&ev, j, p);
+            if let Some(delta) = cur.shift_from(&prev) {
+                let m = full_end - 1 - j;
+                let bytes = |class: usize| p.sizes[class];
+                for st in ev.fwd.iter_mut() {
+                    st.bytes += m as u64 * bytes(req_class);
+                }
+                for st in ev.rev.iter_mut() {
+                    st.bytes += m as u64 * bytes(resp_class);
+                }
+                jump(&mut ev, j, m, delta, p);
+                ev.jumped += m as u64;
+                j += m + 1;
+                continue;
+            }
+            std::mem::swap(&mut prev, &mut cur);
+        }
+        j += 1;
     }
     ev
 }
@@ -209,7 +324,15 @@ fn evaluate(train: &Train, p: &Params, stop_before: Option<Instant>) -> Evaluati
 impl Fabric {
     fn train_params(&self, ep: usize, id: TransferId) -> Option<Params> {
         let t = self.endpoints[ep].dma.transfers.get(&id)?;
+        let mp = self.config.limits.max_payload as u64;
+        let last = t.req.len % mp;
+        let last = if last == 0 && t.req.len > 0 { mp } else { last };
         Some(Params {
+            sizes: [
+                wire_len(0) as u64,
+                wire_len(mp as usize) as u64,
+                wire_len(last as usize) as u64,
+            ],
             path_formation: self.config.path_formation,
             turnaround: self.config.turnaround,
             credits: self.config.buffer_slots as usize,
@@ -241,6 +364,7 @@ impl Fabric {
                     header_time: c.header_time,
                     busy_until: c.busy_until,
                     credit_ready,
+                    ser: [Duration::ZERO; 3],
                 }
             })
             .collect()
@@ -304,8 +428,12 @@ impl Fabric {
         ) else {
             return false;
         };
-        let fwd = self.timing_of(&fwd_hops);
-        let rev = self.timing_of(&rev_hops);
+        let params = self.train_params(ep, id).expect("transfer exists");
+        let mut fwd = self.timing_of(&fwd_hops);
+        let mut rev = self.timing_of(&rev_hops);
+        for c in fwd.iter_mut().chain(rev.iter_mut()) {
+            c.ser = params.sizes.map(|size| c.bandwidth.serialization(size));
+        }
         let mut routers = Vec::new();
         for h in fwd_hops.iter().chain(&rev_hops) {
             if let NodeRef::Router(r) = h.to.node
@@ -348,10 +476,12 @@ impl Fabric {
             first_packet,
             packets: remaining,
             end: now,
+            full: None,
         };
-        let params = self.train_params(ep, id).expect("transfer exists");
         let ev = evaluate(&train, &params, None);
         train.end = ev.times.last().map(|p| p.response).unwrap_or(now);
+        self.endpoints[ep].counters.dma.train_jumped_packets += ev.jumped;
+        train.full = Some(ev);
         for &ch in &train.channels {
             self.channels[ch as usize].train = Some(train_id);
         }
@@ -388,38 +518,34 @@ impl Fabric {
             t.req.op.addresses()
         };
         let op = if params.is_write { Op::Write } else { Op::Read };
-        let mut landed_packets = 0;
+        // Packets land in order, so the landed ones are a prefix. Each is
+        // validated (the AVT counts it) and the prefix is copied at once.
+        let mut landed_packets = 0u64;
+        let mut start_local = None;
+        let mut bytes = 0u64;
         for (j, times) in ev.times.iter().enumerate() {
             if !landed(times) {
-                continue;
+                break;
             }
-            landed_packets += 1;
-            let idx = train.first_packet + j as u64;
-            let off = idx * params.max_payload;
+            let off = (train.first_packet + j as u64) * params.max_payload;
             let n = params.len.saturating_sub(off).min(params.max_payload);
             let addr = FabricAddr::new(remote.key(), remote.offset() + off as u32);
-            let tr =
-                self.endpoints[train.target_ep]
-                    .avt
-                    .validate(train.requester, addr, n as u32, op);
-            let Ok(tr) = tr else { continue };
+            let target = &mut self.endpoints[train.target_ep];
+            let Ok(tr) = target.avt.validate(train.requester, addr, n as u32, op) else {
+                break;
+            };
+            start_local.get_or_insert(tr.local);
+            landed_packets += 1;
+            bytes += n;
+        }
+        if let Some(remote_local) = start_local {
+            let off = train.first_packet * params.max_payload;
             let (req, tgt) = super::pair(&mut self.endpoints, train.ep, train.target_ep);
+            let local = ProcAddr(local.0 + off);
             let copied = if params.is_write {
-                copy_between(
-                    &req.memory,
-                    ProcAddr(local.0 + off),
-                    &mut tgt.memory,
-                    tr.local,
-                    n,
-                )
+                copy_between(&req.memory, local, &mut tgt.memory, remote_local, bytes)
             } else {
-                copy_between(
-                    &tgt.memory,
-                    tr.local,
-                    &mut req.memory,
-                    ProcAddr(local.0 + off),
-                    n,
-                )
+                copy_between(&tgt.memory, remote_local, &mut req.memory, local, bytes)
             };
             debug_assert!(copied.is_ok(), "train ranges are checked at start");
         }

@@ -5,6 +5,8 @@ use std::time::Instant as WallInstant;
 
 use serde::Serialize;
 
+mod fabric;
+
 /// One measured figure.
 #[derive(Debug, Clone, Serialize)]
 pub struct Figure {
@@ -43,7 +45,11 @@ impl Figure {
             value,
             unit: unit.into(),
             baseline: Some(baseline),
-            ratio: Some(if baseline > 0.0 { value / baseline } else { 0.0 }),
+            ratio: Some(if baseline > 0.0 {
+                value / baseline
+            } else {
+                0.0
+            }),
             target: None,
         }
     }
@@ -57,7 +63,9 @@ impl Figure {
 
 /// Arguments of `snet bench`.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  snet bench --quick\n  snet bench --json > figures.json\n  snet bench --filter fabric")]
+#[command(
+    after_help = "Examples:\n  snet bench --quick\n  snet bench --json > figures.json\n  snet bench --filter fabric"
+)]
 pub struct BenchArgs {
     /// Short runs (under 20 s in all), for CI.
     #[arg(long)]
@@ -82,9 +90,15 @@ pub struct Budget {
 impl Budget {
     fn from_args(args: &BenchArgs) -> Self {
         if args.quick {
-            Budget { min_secs: 0.2, repeats: 3 }
+            Budget {
+                min_secs: 0.2,
+                repeats: 3,
+            }
         } else {
-            Budget { min_secs: 1.0, repeats: 5 }
+            Budget {
+                min_secs: 1.0,
+                repeats: 5,
+            }
         }
     }
 }
@@ -112,7 +126,7 @@ pub fn best_rate<F: FnMut() -> u64>(budget: Budget, mut f: F) -> f64 {
 type Section = fn(Budget) -> Vec<Figure>;
 
 fn sections() -> Vec<(&'static str, Section)> {
-    vec![]
+    vec![("engine+fabric", fabric::figures)]
 }
 
 /// Runs the benchmarks and prints the figures. Returns the exit code.
@@ -121,7 +135,11 @@ pub fn run(args: &BenchArgs) -> u8 {
     let mut figures = Vec::new();
     for (prefix, section) in sections() {
         if let Some(f) = &args.filter {
-            if !prefix.contains(f.as_str()) && !f.starts_with(prefix) {
+            // A section named "engine+fabric" makes figures named engine.* and fabric.*.
+            let wanted = prefix
+                .split('+')
+                .any(|p| p.contains(f.as_str()) || f.starts_with(p));
+            if !wanted {
                 continue;
             }
         }
@@ -135,7 +153,10 @@ pub fn run(args: &BenchArgs) -> u8 {
     }
     if args.json {
         let out = serde_json::json!({ "figures": figures });
-        println!("{}", serde_json::to_string_pretty(&out).expect("figures serialize"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("figures serialize")
+        );
     } else {
         print_table(&figures);
     }
@@ -148,9 +169,18 @@ fn print_table(figures: &[Figure]) {
         "figure", "value", "unit", "baseline", "ratio", "target"
     );
     for f in figures {
-        let baseline = f.baseline.map(|b| format!("{b:.4e}")).unwrap_or_else(|| "-".into());
-        let ratio = f.ratio.map(|r| format!("{r:.3}")).unwrap_or_else(|| "-".into());
-        let target = f.target.map(|t| format!("{t}")).unwrap_or_else(|| "-".into());
+        let baseline = f
+            .baseline
+            .map(|b| format!("{b:.4e}"))
+            .unwrap_or_else(|| "-".into());
+        let ratio = f
+            .ratio
+            .map(|r| format!("{r:.3}"))
+            .unwrap_or_else(|| "-".into());
+        let target = f
+            .target
+            .map(|t| format!("{t}"))
+            .unwrap_or_else(|| "-".into());
         println!(
             "{:<34} {:>16} {:<10} {:>16} {:>9} {:>8}",
             f.name,
