@@ -27,3 +27,8 @@ pub mod time;
 pub mod topology;
 
 pub use ids::{EndpointId, FabricAddr, NackReason, Plane, WindowKey};
+
+/// The README's code runs as a doctest, so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
