@@ -17,7 +17,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let topo = shapes::chain(
         &Plane::BOTH,
         2,
-        &[(cpu, EndpointKind::Processor, 0), (nic, EndpointKind::Adapter, 1)],
+        &[
+            (cpu, EndpointKind::Processor, 0),
+            (nic, EndpointKind::Adapter, 1),
+        ],
         12,
         LinkParams::default(),
     )?;
@@ -30,7 +33,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let write = |len| DmaRequest {
         target: cpu,
-        op: DmaOp::Write { local: ProcAddr(0), remote: FabricAddr::new(key, 0) },
+        op: DmaOp::Write {
+            local: ProcAddr(0),
+            remote: FabricAddr::new(key, 0),
+        },
         len,
         plane: Some(Plane::X),
     };
@@ -41,7 +47,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         done.finished - done.started,
         done.retries
     );
-    assert_eq!(sim.fabric.memory(cpu)?.slice(ProcAddr(0x10000), 1500)?, &frame[..]);
+    assert_eq!(
+        sim.fabric.memory(cpu)?.slice(ProcAddr(0x10000), 1500)?,
+        &frame[..]
+    );
 
     sim.fail(FaultTarget::Plane(Plane::X))?;
     let done = sim.dma(nic, write(1500))?;
