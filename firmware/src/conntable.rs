@@ -1,0 +1,460 @@
+//! The connection table: exact 5-tuple → owning processor, for a configured
+//! number of connections, never growing past it.
+//!
+//! Layout (chosen for ≤ 64 bytes per connection and fast random lookups):
+//! - `entries`: a dense array of 40-byte records (both addresses, both ports,
+//!   protocol, state, owner), allocated once at the configured capacity;
+//! - `slots`: an open-addressing index of `u64` words, a power of two at least
+//!   8/7 of the capacity, each word holding the upper 32 bits of the key's hash
+//!   (a tag) and the record's position + 1 (0 = empty). Linear probing from the
+//!   hash's lower bits; deletion shifts later slots back (no tombstones), so
+//!   probe sequences stay short however long the table lives.
+//!
+//! A lookup reads one slot word, compares the tag, then reads one record. The
+//! batched lookup ([`ConnectionTable::lookup_batch`]) hashes a whole batch,
+//! reads all its slot words, then all its records, so the cache misses of
+//! different keys overlap instead of queuing one behind the other.
+
+use crate::tuple::{Addr16, FiveTuple};
+use crate::verdict::ProcessorId;
+
+/// State of a connection entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EntryState {
+    /// Created by a SYN for a listener port; waits for its owner to confirm.
+    Provisional,
+    /// Registered or confirmed by its owning processor.
+    Established,
+    /// Its processor failed; segments for it are answered with RST.
+    Orphaned,
+}
+
+impl EntryState {
+    const fn code(self) -> u8 {
+        match self {
+            EntryState::Provisional => 1,
+            EntryState::Established => 2,
+            EntryState::Orphaned => 3,
+        }
+    }
+
+    const fn from_code(c: u8) -> Self {
+        match c {
+            1 => EntryState::Provisional,
+            3 => EntryState::Orphaned,
+            _ => EntryState::Established,
+        }
+    }
+}
+
+/// One connection as the table reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnectionEntry {
+    /// The key.
+    pub tuple: FiveTuple,
+    /// The owning processor.
+    pub owner: ProcessorId,
+    /// Its state.
+    pub state: EntryState,
+}
+
+/// The stored record: 40 bytes, no padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+struct Record {
+    remote_addr: Addr16,
+    local_addr: Addr16,
+    remote_port: u16,
+    local_port: u16,
+    protocol: u8,
+    state: u8,
+    owner: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<Record>() == 40);
+
+impl Record {
+    fn new(t: &FiveTuple, owner: ProcessorId, state: EntryState) -> Self {
+        Record {
+            remote_addr: t.remote_addr,
+            local_addr: t.local_addr,
+            remote_port: t.remote_port,
+            local_port: t.local_port,
+            protocol: t.protocol,
+            state: state.code(),
+            owner: owner.0,
+        }
+    }
+
+    #[inline(always)]
+    fn matches(&self, t: &FiveTuple) -> bool {
+        self.remote_port == t.remote_port
+            && self.local_port == t.local_port
+            && self.protocol == t.protocol
+            && self.remote_addr == t.remote_addr
+            && self.local_addr == t.local_addr
+    }
+
+    fn tuple(&self) -> FiveTuple {
+        FiveTuple {
+            protocol: self.protocol,
+            remote_addr: self.remote_addr,
+            remote_port: self.remote_port,
+            local_addr: self.local_addr,
+            local_port: self.local_port,
+        }
+    }
+
+    fn entry(&self) -> ConnectionEntry {
+        ConnectionEntry {
+            tuple: self.tuple(),
+            owner: ProcessorId(self.owner),
+            state: EntryState::from_code(self.state),
+        }
+    }
+}
+
+/// The table is at its configured capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("connection table full ({capacity} entries)")]
+pub struct TableFull {
+    /// The capacity.
+    pub capacity: usize,
+}
+
+/// Keys hashed per step of [`ConnectionTable::lookup_batch`].
+pub const BATCH: usize = 32;
+
+/// Exact-match table from 5-tuple to owner; see the module documentation.
+#[derive(Debug, Clone)]
+pub struct ConnectionTable {
+    slots: Vec<u64>,
+    mask: usize,
+    records: Vec<Record>,
+    capacity: usize,
+    seed: u64,
+}
+
+impl ConnectionTable {
+    /// A table for at most `capacity` entries (at least 1), hashing with `seed`.
+    pub fn with_capacity(capacity: usize, seed: u64) -> Self {
+        let capacity = capacity.clamp(1, u32::MAX as usize - 1);
+        let want = capacity + capacity / 7 + 1;
+        let n = want.next_power_of_two().max(8);
+        ConnectionTable {
+            slots: vec![0; n],
+            mask: n - 1,
+            records: Vec::with_capacity(capacity),
+            capacity,
+            seed,
+        }
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The configured capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes the table has allocated (index and records).
+    pub fn memory_bytes(&self) -> usize {
+        self.slots.capacity() * core::mem::size_of::<u64>()
+            + self.records.capacity() * core::mem::size_of::<Record>()
+    }
+
+    /// The hash the table uses for `t`.
+    #[inline(always)]
+    pub fn hash(&self, t: &FiveTuple) -> u64 {
+        t.hash_with(self.seed)
+    }
+
+    #[inline(always)]
+    fn home(&self, h: u64) -> usize {
+        (h as usize) & self.mask
+    }
+
+    /// Slot position of `t`, or the empty slot where it would go.
+    #[inline]
+    fn find(&self, t: &FiveTuple, h: u64) -> Result<usize, usize> {
+        let tag = h >> 32;
+        let mut pos = self.home(h);
+        loop {
+            let s = self.slots[pos];
+            if s == 0 {
+                return Err(pos);
+            }
+            if s >> 32 == tag && self.records[(s as u32 - 1) as usize].matches(t) {
+                return Ok(pos);
+            }
+            pos = (pos + 1) & self.mask;
+        }
+    }
+
+    /// The entry for `t`.
+    pub fn get(&self, t: &FiveTuple) -> Option<ConnectionEntry> {
+        let pos = self.find(t, self.hash(t)).ok()?;
+        Some(self.records[(self.slots[pos] as u32 - 1) as usize].entry())
+    }
+
+    /// Owner and state for `t`, with its hash already computed.
+    #[inline]
+    pub fn lookup_hashed(&self, t: &FiveTuple, h: u64) -> Option<(ProcessorId, EntryState)> {
+        let pos = self.find(t, h).ok()?;
+        let r = &self.records[(self.slots[pos] as u32 - 1) as usize];
+        Some((ProcessorId(r.owner), EntryState::from_code(r.state)))
+    }
+
+    /// Looks up every key of `keys`, writing owner and state (or `None`) to
+    /// `out[i]`. Same answers as [`ConnectionTable::lookup_hashed`], but the
+    /// memory accesses of a batch of [`BATCH`] keys are issued together.
+    pub fn lookup_batch(&self, keys: &[FiveTuple], out: &mut [Option<(ProcessorId, EntryState)>]) {
+        for (kc, oc) in keys.chunks(BATCH).zip(out.chunks_mut(BATCH)) {
+            let mut hashes = [0u64; BATCH];
+            for (h, k) in hashes.iter_mut().zip(kc) {
+                *h = self.hash(k);
+            }
+            let mut first = [0u64; BATCH];
+            for (f, h) in first.iter_mut().zip(&hashes).take(kc.len()) {
+                *f = self.slots[self.home(*h)];
+            }
+            for i in 0..kc.len() {
+                oc[i] = self.resolve_hint(&kc[i], hashes[i], first[i]);
+            }
+        }
+    }
+
+    /// Finishes a lookup whose home slot word `first` was already read.
+    #[inline(always)]
+    pub(crate) fn resolve_hint(
+        &self,
+        t: &FiveTuple,
+        h: u64,
+        first: u64,
+    ) -> Option<(ProcessorId, EntryState)> {
+        if first == 0 {
+            return None;
+        }
+        if first >> 32 == h >> 32 {
+            let r = &self.records[(first as u32 - 1) as usize];
+            if r.matches(t) {
+                return Some((ProcessorId(r.owner), EntryState::from_code(r.state)));
+            }
+        }
+        self.lookup_hashed(t, h)
+    }
+
+    /// The home slot word of hash `h` (for callers that pipeline lookups).
+    #[inline(always)]
+    pub(crate) fn home_word(&self, h: u64) -> u64 {
+        self.slots[self.home(h)]
+    }
+
+    /// Inserts `t` or replaces its owner and state. Returns the previous entry.
+    pub fn upsert(
+        &mut self,
+        t: &FiveTuple,
+        owner: ProcessorId,
+        state: EntryState,
+    ) -> Result<Option<ConnectionEntry>, TableFull> {
+        let h = self.hash(t);
+        match self.find(t, h) {
+            Ok(pos) => {
+                let idx = (self.slots[pos] as u32 - 1) as usize;
+                let old = self.records[idx].entry();
+                self.records[idx].owner = owner.0;
+                self.records[idx].state = state.code();
+                Ok(Some(old))
+            }
+            Err(pos) => {
+                if self.records.len() >= self.capacity {
+                    return Err(TableFull {
+                        capacity: self.capacity,
+                    });
+                }
+                self.records.push(Record::new(t, owner, state));
+                self.slots[pos] = ((h >> 32) << 32) | self.records.len() as u64;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Changes the state of `t` if present; returns the entry before.
+    pub fn set_state(&mut self, t: &FiveTuple, state: EntryState) -> Option<ConnectionEntry> {
+        let pos = self.find(t, self.hash(t)).ok()?;
+        let idx = (self.slots[pos] as u32 - 1) as usize;
+        let old = self.records[idx].entry();
+        self.records[idx].state = state.code();
+        Some(old)
+    }
+
+    /// Removes `t`; returns its entry.
+    pub fn remove(&mut self, t: &FiveTuple) -> Option<ConnectionEntry> {
+        let pos = self.find(t, self.hash(t)).ok()?;
+        let idx = (self.slots[pos] as u32 - 1) as usize;
+        let removed = self.records[idx].entry();
+        self.delete_slot(pos);
+        // Move the last record into the hole and repoint its slot.
+        let last = self.records.len() - 1;
+        if idx != last {
+            let moved = self.records[last].tuple();
+            let h = self.hash(&moved);
+            if let Ok(mpos) = self.find(&moved, h) {
+                self.slots[mpos] = ((h >> 32) << 32) | (idx as u64 + 1);
+            }
+        }
+        self.records.swap_remove(idx);
+        Some(removed)
+    }
+
+    /// Backward-shift deletion of slot `pos`.
+    fn delete_slot(&mut self, mut hole: usize) {
+        self.slots[hole] = 0;
+        let mut j = hole;
+        loop {
+            j = (j + 1) & self.mask;
+            let s = self.slots[j];
+            if s == 0 {
+                return;
+            }
+            let r = &self.records[(s as u32 - 1) as usize];
+            let home = self.home(self.hash(&r.tuple()));
+            // Can the entry at j move to the hole? Only if its home is not in (hole, j].
+            let dist_home = j.wrapping_sub(home) & self.mask;
+            let dist_hole = j.wrapping_sub(hole) & self.mask;
+            if dist_home >= dist_hole {
+                self.slots[hole] = s;
+                self.slots[j] = 0;
+                hole = j;
+            }
+        }
+    }
+
+    /// Every entry, in storage order (not sorted; see [`ConnectionTable::sorted`]).
+    pub fn iter(&self) -> impl Iterator<Item = ConnectionEntry> + '_ {
+        self.records.iter().map(Record::entry)
+    }
+
+    /// Every entry, sorted by tuple (a canonical order for dumps).
+    pub fn sorted(&self) -> Vec<ConnectionEntry> {
+        let mut v: Vec<_> = self.iter().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Removes every entry.
+    pub fn clear(&mut self) {
+        self.slots.iter_mut().for_each(|s| *s = 0);
+        self.records.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tuple::{PROTO_TCP, v4_mapped};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn t(n: u32) -> FiveTuple {
+        FiveTuple {
+            protocol: PROTO_TCP,
+            remote_addr: v4_mapped([198, 18, (n >> 8) as u8, n as u8]),
+            remote_port: (n % 60_000) as u16,
+            local_addr: v4_mapped([198, 19, 0, 10]),
+            local_port: 80,
+        }
+    }
+
+    #[test]
+    fn capacity_is_enforced_and_memory_is_bounded() {
+        let mut tab = ConnectionTable::with_capacity(1000, 1);
+        for n in 0..1000 {
+            assert_eq!(
+                tab.upsert(&t(n), ProcessorId(1), EntryState::Established),
+                Ok(None)
+            );
+        }
+        assert_eq!(
+            tab.upsert(&t(5000), ProcessorId(1), EntryState::Established),
+            Err(TableFull { capacity: 1000 })
+        );
+        // Replacing an existing entry needs no room.
+        assert!(
+            tab.upsert(&t(7), ProcessorId(2), EntryState::Established)
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(tab.get(&t(7)).unwrap().owner, ProcessorId(2));
+        assert!(
+            tab.memory_bytes() / tab.len() <= 64,
+            "{} B/conn",
+            tab.memory_bytes() / tab.len()
+        );
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Upsert(u32, u16),
+        Remove(u32),
+        State(u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..300u32, 0..8u16).prop_map(|(k, o)| Op::Upsert(k, o)),
+            (0..300u32).prop_map(Op::Remove),
+            (0..300u32).prop_map(Op::State),
+        ]
+    }
+
+    proptest! {
+        /// The table behaves like a BTreeMap model under any sequence of
+        /// inserts, removals and state changes, including the batched lookup.
+        #[test]
+        fn behaves_like_a_map(ops in proptest::collection::vec(op(), 0..600)) {
+            let mut tab = ConnectionTable::with_capacity(200, 42);
+            let mut model: BTreeMap<FiveTuple, (ProcessorId, EntryState)> = BTreeMap::new();
+            for o in ops {
+                match o {
+                    Op::Upsert(k, owner) => {
+                        let r = tab.upsert(&t(k), ProcessorId(owner), EntryState::Established);
+                        if model.contains_key(&t(k)) || model.len() < 200 {
+                            prop_assert!(r.is_ok());
+                            model.insert(t(k), (ProcessorId(owner), EntryState::Established));
+                        } else {
+                            prop_assert!(r.is_err());
+                        }
+                    }
+                    Op::Remove(k) => {
+                        prop_assert_eq!(tab.remove(&t(k)).map(|e| e.owner), model.remove(&t(k)).map(|v| v.0));
+                    }
+                    Op::State(k) => {
+                        let got = tab.set_state(&t(k), EntryState::Orphaned).is_some();
+                        if let Some(v) = model.get_mut(&t(k)) { v.1 = EntryState::Orphaned; }
+                        prop_assert_eq!(got, model.contains_key(&t(k)));
+                    }
+                }
+            }
+            prop_assert_eq!(tab.len(), model.len());
+            let keys: Vec<_> = (0..300).map(t).collect();
+            let mut out = vec![None; keys.len()];
+            tab.lookup_batch(&keys, &mut out);
+            for (k, got) in keys.iter().zip(&out) {
+                prop_assert_eq!(*got, model.get(k).copied());
+                prop_assert_eq!(tab.lookup_hashed(k, tab.hash(k)), model.get(k).copied());
+            }
+            let sorted: Vec<_> = tab.sorted().into_iter().map(|e| (e.tuple, (e.owner, e.state))).collect();
+            let expect: Vec<_> = model.into_iter().collect();
+            prop_assert_eq!(sorted, expect);
+        }
+    }
+}

@@ -1,0 +1,805 @@
+//! The firmware instance an adapter runs: classification, control messages,
+//! failure handling and expiry, all driven by the caller's time.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::config::{Config, ConfigError};
+use crate::conntable::{BATCH, ConnectionEntry, ConnectionTable, EntryState};
+use crate::control::{ControlError, ControlMessage, Envelope, RejectReason, TableSnapshot};
+use crate::filter::Filter;
+use crate::fragment::{FragmentKey, FragmentTracker};
+use crate::listener::{ListenerGroup, ListenerTable};
+use crate::time::Instant;
+use crate::tuple::{FiveTuple, PROTO_TCP, PROTO_UDP};
+use crate::verdict::{Counters, DropReason, ProcessorId, QueueId, Verdict};
+use crate::wire::{ETHERTYPE_ARP, ParsedFrame, parse_frame, reset::build_reset};
+
+/// Deadline of an entry with one (provisional or orphaned), and whether an
+/// orphan has been reset once already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Timed {
+    deadline: Instant,
+    reset_sent: bool,
+}
+
+/// Everything the stages of a filter read and change.
+#[derive(Debug)]
+pub(crate) struct State {
+    config: Config,
+    listeners: ListenerTable,
+    conns: ConnectionTable,
+    /// Established + orphaned entries (replicated; bounded by connection_capacity).
+    established: usize,
+    /// Provisional entries (local; bounded by provisional_capacity).
+    provisional: usize,
+    timed: HashMap<FiveTuple, Timed>,
+    provisional_queue: VecDeque<(Instant, FiveTuple)>,
+    orphan_queue: VecDeque<(Instant, FiveTuple)>,
+    fragments: FragmentTracker,
+    live: Vec<bool>,
+    capacity: Vec<Option<u32>>,
+    master: Option<ProcessorId>,
+    counters: Counters,
+    now: Instant,
+    generation: u64,
+}
+
+/// The built-in stages a filter can hand a frame to; given to
+/// [`Filter::classify`]. Each stage either decides (`Some`) or passes (`None`).
+pub struct Stages<'a> {
+    st: &'a mut State,
+}
+
+impl Stages<'_> {
+    /// Later fragments: the decision recorded for their first fragment.
+    pub fn fragments(&mut self, frame: &ParsedFrame) -> Option<Verdict> {
+        let ip = frame.ip.as_ref()?;
+        let f = ip.fragment?;
+        if f.offset_bytes == 0 {
+            return None;
+        }
+        let key = FragmentKey {
+            src: ip.src,
+            dst: ip.dst,
+            protocol: ip.protocol,
+            ident: f.ident,
+        };
+        match self.st.fragments.lookup(&key) {
+            Some((p, q)) if self.st.is_live(p) => {
+                self.st.counters.fragments_followed += 1;
+                Some(Verdict::Deliver {
+                    processor: p,
+                    queue: q,
+                })
+            }
+            _ => {
+                self.st.counters.fragments_to_master += 1;
+                None
+            }
+        }
+    }
+
+    /// The exact 5-tuple table: the owner of an established or provisional
+    /// connection; a RST for a connection whose processor failed.
+    pub fn connections(&mut self, frame: &ParsedFrame) -> Option<Verdict> {
+        let t = frame.tuple()?;
+        let h = self.st.conns.hash(&t);
+        let (owner, state) = self.st.conns.lookup_hashed(&t, h)?;
+        Some(self.st.on_hit(frame, &t, h, owner, state))
+    }
+
+    /// Listener groups: a TCP connection request (SYN without ACK) or a UDP
+    /// datagram for a listened port goes to the member the port's policy
+    /// picks; a TCP request also creates a provisional connection entry.
+    pub fn listeners(&mut self, frame: &ParsedFrame) -> Option<Verdict> {
+        let ip = frame.ip.as_ref()?;
+        let tr = ip.transport.as_ref()?;
+        let is_request = match (ip.protocol, &tr.tcp) {
+            (PROTO_TCP, Some(tcp)) => tcp.is_connection_request(),
+            (PROTO_UDP, None) => false,
+            _ => return None,
+        };
+        let t = frame.tuple()?;
+        let st = &mut *self.st;
+        let seed = st.config.hash_seed;
+        let group: &mut ListenerGroup =
+            st.listeners.lookup_mut(ip.protocol, &ip.dst, tr.dst_port)?;
+        if ip.protocol == PROTO_TCP && !is_request {
+            return None;
+        }
+        if is_request && st.provisional >= st.config.provisional_capacity {
+            st.counters.syn_dropped_table_full += 1;
+            return Some(Verdict::Drop(DropReason::ConnectionTableFull));
+        }
+        let p = group.pick(&t, &st.capacity, seed)?;
+        let h = st.conns.hash(&t);
+        if is_request {
+            if st.conns.upsert(&t, p, EntryState::Provisional).is_err() {
+                st.counters.syn_dropped_table_full += 1;
+                return Some(Verdict::Drop(DropReason::ConnectionTableFull));
+            }
+            st.generation += 1;
+            st.provisional += 1;
+            st.counters.provisional_created += 1;
+            let deadline = st.now.saturating_add(st.config.syn_timeout);
+            st.timed.insert(
+                t,
+                Timed {
+                    deadline,
+                    reset_sent: false,
+                },
+            );
+            st.provisional_queue.push_back((deadline, t));
+        }
+        Some(Verdict::Deliver {
+            processor: p,
+            queue: st.queue_for(h),
+        })
+    }
+
+    /// The master processor (or a drop if no processor is live).
+    pub fn master(&self) -> Verdict {
+        match self.st.master {
+            Some(p) => Verdict::Master { processor: p },
+            None => Verdict::Drop(DropReason::NoLiveProcessor),
+        }
+    }
+
+    /// Delivery to a fixed processor chosen by a filter: to the master instead
+    /// if that processor is unknown or not live; the queue is taken modulo the
+    /// configured queues per processor.
+    pub fn deliver(&self, processor: ProcessorId, queue: QueueId) -> Verdict {
+        if self.st.is_live(processor) {
+            Verdict::Deliver {
+                processor,
+                queue: QueueId(queue.0 % self.st.config.queues_per_processor),
+            }
+        } else {
+            self.master()
+        }
+    }
+
+    /// The whole host-controlled filter: fragments, then connections, then
+    /// listeners, else the master.
+    pub fn host_controlled(&mut self, frame: &ParsedFrame) -> Verdict {
+        if let Some(v) = self.fragments(frame) {
+            return v;
+        }
+        if let Some(v) = self.connections(frame) {
+            return v;
+        }
+        if let Some(v) = self.listeners(frame) {
+            return v;
+        }
+        self.master()
+    }
+
+    /// Whether `p` is a live processor.
+    pub fn is_live(&self, p: ProcessorId) -> bool {
+        self.st.is_live(p)
+    }
+}
+
+impl State {
+    fn is_live(&self, p: ProcessorId) -> bool {
+        self.live.get(usize::from(p.0)).copied().unwrap_or(false)
+    }
+
+    #[inline]
+    fn queue_for(&self, h: u64) -> QueueId {
+        let n = u64::from(self.config.queues_per_processor);
+        QueueId(if n <= 1 { 0 } else { ((h >> 40) % n) as u16 })
+    }
+
+    fn on_hit(
+        &mut self,
+        frame: &ParsedFrame,
+        t: &FiveTuple,
+        h: u64,
+        owner: ProcessorId,
+        state: EntryState,
+    ) -> Verdict {
+        match state {
+            EntryState::Established | EntryState::Provisional => Verdict::Deliver {
+                processor: owner,
+                queue: self.queue_for(h),
+            },
+            EntryState::Orphaned => match build_reset(frame) {
+                Some(rst) => {
+                    self.counters.resets_sent += 1;
+                    if let Some(timed) = self.timed.get_mut(t) {
+                        if !timed.reset_sent {
+                            timed.reset_sent = true;
+                            self.counters.connections_reset += 1;
+                        }
+                    }
+                    Verdict::Reply { frame: rst }
+                }
+                None => Verdict::Drop(DropReason::ResetForOrphan),
+            },
+        }
+    }
+
+    /// Moves time forward (never back) and expires what is due.
+    fn advance(&mut self, now: Instant) {
+        if now > self.now {
+            self.now = now;
+        }
+        let now = self.now;
+        while let Some((deadline, t)) = self.provisional_queue.front().copied() {
+            if deadline > now {
+                break;
+            }
+            self.provisional_queue.pop_front();
+            if self.timed.get(&t).is_some_and(|x| x.deadline == deadline)
+                && self
+                    .conns
+                    .get(&t)
+                    .is_some_and(|e| e.state == EntryState::Provisional)
+            {
+                self.conns.remove(&t);
+                self.timed.remove(&t);
+                self.generation += 1;
+                self.provisional -= 1;
+                self.counters.provisional_expired += 1;
+            }
+        }
+        while let Some((deadline, t)) = self.orphan_queue.front().copied() {
+            if deadline > now {
+                break;
+            }
+            self.orphan_queue.pop_front();
+            if self.timed.get(&t).is_some_and(|x| x.deadline == deadline)
+                && self
+                    .conns
+                    .get(&t)
+                    .is_some_and(|e| e.state == EntryState::Orphaned)
+            {
+                self.conns.remove(&t);
+                self.timed.remove(&t);
+                self.generation += 1;
+                self.established -= 1;
+                self.counters.orphans_expired += 1;
+            }
+        }
+        self.fragments.expire(now);
+    }
+
+    fn orphan(&mut self, t: FiveTuple) {
+        let deadline = self.now.saturating_add(self.config.orphan_linger);
+        self.timed.insert(
+            t,
+            Timed {
+                deadline,
+                reset_sent: false,
+            },
+        );
+        self.orphan_queue.push_back((deadline, t));
+    }
+
+    fn check_processor(&self, p: ProcessorId) -> Result<(), RejectReason> {
+        if p.0 >= self.config.processor_count {
+            Err(RejectReason::UnknownProcessor)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn require_live(&self, p: ProcessorId) -> Result<(), RejectReason> {
+        self.check_processor(p)?;
+        if self.is_live(p) {
+            Ok(())
+        } else {
+            Err(RejectReason::ProcessorNotLive)
+        }
+    }
+
+    fn apply(&mut self, sender: ProcessorId, msg: &ControlMessage) -> Result<(), RejectReason> {
+        self.check_processor(sender)?;
+        match msg {
+            ControlMessage::RegisterListener(key) => {
+                self.require_live(sender)?;
+                self.listeners.register(*key, sender, &self.config)
+            }
+            ControlMessage::UnregisterListener(key) => {
+                self.require_live(sender)?;
+                self.listeners.unregister(*key, sender, &self.config)
+            }
+            ControlMessage::AddConnection(t) => {
+                self.require_live(sender)?;
+                match self.conns.get(t) {
+                    Some(e) if e.state == EntryState::Provisional => {
+                        if self.established >= self.config.connection_capacity {
+                            return Err(RejectReason::TableFull);
+                        }
+                        self.conns
+                            .upsert(t, sender, EntryState::Established)
+                            .map_err(|_| RejectReason::TableFull)?;
+                        self.timed.remove(t);
+                        self.provisional -= 1;
+                        self.established += 1;
+                        if e.owner == sender {
+                            self.counters.provisional_confirmed += 1;
+                        }
+                        Ok(())
+                    }
+                    Some(_) => Err(RejectReason::ConnectionExists),
+                    None => {
+                        if self.established >= self.config.connection_capacity {
+                            return Err(RejectReason::TableFull);
+                        }
+                        self.conns
+                            .upsert(t, sender, EntryState::Established)
+                            .map_err(|_| RejectReason::TableFull)?;
+                        self.generation += 1;
+                        self.established += 1;
+                        Ok(())
+                    }
+                }
+            }
+            ControlMessage::RemoveConnection(t) => {
+                let e = self.conns.get(t).ok_or(RejectReason::NoSuchConnection)?;
+                if e.owner != sender && self.master != Some(sender) {
+                    return Err(RejectReason::Unauthorised);
+                }
+                self.conns.remove(t);
+                self.timed.remove(t);
+                self.generation += 1;
+                if e.state == EntryState::Provisional {
+                    self.provisional -= 1;
+                } else {
+                    self.established -= 1;
+                }
+                Ok(())
+            }
+            ControlMessage::MoveConnection { tuple, to } => {
+                let e = self
+                    .conns
+                    .get(tuple)
+                    .ok_or(RejectReason::NoSuchConnection)?;
+                if e.state == EntryState::Provisional {
+                    return Err(RejectReason::NoSuchConnection);
+                }
+                let owner_may = e.owner == sender && e.state == EntryState::Established;
+                if !owner_may && self.master != Some(sender) {
+                    return Err(RejectReason::Unauthorised);
+                }
+                self.require_live(*to)?;
+                self.conns
+                    .upsert(tuple, *to, EntryState::Established)
+                    .map_err(|_| RejectReason::TableFull)?;
+                self.timed.remove(tuple);
+                Ok(())
+            }
+            ControlMessage::SetMaster(p) => {
+                if self.master != Some(sender) {
+                    return Err(RejectReason::Unauthorised);
+                }
+                self.require_live(*p)?;
+                self.master = Some(*p);
+                Ok(())
+            }
+            ControlMessage::CapacityReport(c) => {
+                self.require_live(sender)?;
+                self.capacity[usize::from(sender.0)] = Some((*c).min(u32::MAX - 1));
+                Ok(())
+            }
+            ControlMessage::ProcessorDown(p) => {
+                self.check_processor(*p)?;
+                self.require_live(sender)?;
+                if sender == *p {
+                    return Err(RejectReason::Unauthorised);
+                }
+                if !self.is_live(*p) {
+                    return Err(RejectReason::AlreadyDown);
+                }
+                self.processor_down(*p);
+                Ok(())
+            }
+            ControlMessage::ProcessorUp(p) => {
+                self.check_processor(*p)?;
+                if sender != *p && (self.master != Some(sender) || !self.is_live(sender)) {
+                    return Err(RejectReason::Unauthorised);
+                }
+                if self.is_live(*p) {
+                    return Err(RejectReason::AlreadyUp);
+                }
+                self.live[usize::from(p.0)] = true;
+                if self.master.is_none() {
+                    self.master = Some(*p);
+                }
+                Ok(())
+            }
+            ControlMessage::TableDump(s) => {
+                self.require_live(sender)?;
+                self.restore(s)
+            }
+        }
+    }
+
+    fn processor_down(&mut self, p: ProcessorId) {
+        self.live[usize::from(p.0)] = false;
+        self.capacity[usize::from(p.0)] = None;
+        self.listeners.purge(p, &self.config);
+        let mine: Vec<ConnectionEntry> = self.conns.iter().filter(|e| e.owner == p).collect();
+        for e in mine {
+            match e.state {
+                EntryState::Established => {
+                    self.conns.set_state(&e.tuple, EntryState::Orphaned);
+                    self.orphan(e.tuple);
+                    self.counters.connections_orphaned += 1;
+                }
+                EntryState::Provisional => {
+                    self.conns.remove(&e.tuple);
+                    self.timed.remove(&e.tuple);
+                    self.generation += 1;
+                    self.provisional -= 1;
+                }
+                EntryState::Orphaned => {}
+            }
+        }
+        if self.master == Some(p) {
+            let n = self.config.processor_count;
+            self.master = (1..n)
+                .map(|i| ProcessorId((p.0 + i) % n))
+                .find(|q| self.is_live(*q));
+            self.counters.master_failovers += 1;
+        }
+    }
+
+    fn snapshot(&self) -> TableSnapshot {
+        TableSnapshot {
+            master: self.master,
+            live: self.live.clone(),
+            capacity: self.capacity.clone(),
+            listeners: self
+                .listeners
+                .groups()
+                .map(|g| (g.key(), g.members().to_vec()))
+                .collect(),
+            connections: self
+                .conns
+                .sorted()
+                .into_iter()
+                .filter(|e| e.state != EntryState::Provisional)
+                .map(|e| (e.tuple, e.owner, e.state))
+                .collect(),
+        }
+    }
+
+    fn restore(&mut self, s: &TableSnapshot) -> Result<(), RejectReason> {
+        if s.live.len() != usize::from(self.config.processor_count)
+            || s.capacity.len() != s.live.len()
+        {
+            return Err(RejectReason::BadDump);
+        }
+        if s.connections.len() > self.config.connection_capacity {
+            return Err(RejectReason::BadDump);
+        }
+        let mut listeners = ListenerTable::default();
+        for (key, members) in &s.listeners {
+            listeners
+                .restore_group(*key, members, &self.config)
+                .map_err(|_| RejectReason::BadDump)?;
+        }
+        self.listeners = listeners;
+        self.conns.clear();
+        self.timed.clear();
+        self.provisional_queue.clear();
+        self.orphan_queue.clear();
+        self.provisional = 0;
+        self.established = 0;
+        self.generation += 1;
+        for (t, owner, state) in &s.connections {
+            if self.conns.upsert(t, *owner, *state).is_ok() {
+                self.established += 1;
+                if *state == EntryState::Orphaned {
+                    self.orphan(*t);
+                }
+            }
+        }
+        self.live = s.live.clone();
+        self.capacity = s.capacity.clone();
+        self.master = s.master;
+        Ok(())
+    }
+}
+
+/// The firmware of one adapter.
+///
+/// ```
+/// use snet_firmware::{Config, Firmware, Instant, ProcessorId, Verdict};
+/// use snet_firmware::control::{ControlMessage, Envelope};
+/// use snet_firmware::kit::PacketBuilder;
+/// use snet_firmware::listener::ListenerKey;
+/// use snet_firmware::wire::tcp_flags;
+///
+/// let mut fw = Firmware::new(Config::default()).unwrap();
+/// let listen = Envelope::new(ProcessorId(2), ControlMessage::RegisterListener(ListenerKey { protocol: 6, addr: None, port: 80 }));
+/// fw.apply(&listen.to_bytes(), Instant::ZERO).unwrap();
+/// let syn = PacketBuilder::tcp("198.18.5.7:40000".parse().unwrap(), "198.18.0.10:80".parse().unwrap())
+///     .flags(tcp_flags::SYN)
+///     .build()
+///     .unwrap();
+/// assert_eq!(fw.classify(&syn, Instant::ZERO), Verdict::deliver(2, 0));
+/// ```
+pub struct Firmware {
+    filter: Option<Box<dyn Filter + Send>>,
+    state: State,
+}
+
+impl core::fmt::Debug for Firmware {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Firmware")
+            .field(
+                "filter",
+                &self.filter.as_ref().map(|f| f.name().to_string()),
+            )
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl Firmware {
+    /// A firmware instance: all processors live, no listeners, no connections,
+    /// the built-in filter.
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let n = usize::from(config.processor_count);
+        let state = State {
+            listeners: ListenerTable::default(),
+            conns: ConnectionTable::with_capacity(
+                config.connection_capacity + config.provisional_capacity,
+                config.hash_seed,
+            ),
+            established: 0,
+            provisional: 0,
+            timed: HashMap::new(),
+            provisional_queue: VecDeque::new(),
+            orphan_queue: VecDeque::new(),
+            fragments: FragmentTracker::new(config.fragment_capacity, config.fragment_timeout),
+            live: vec![true; n],
+            capacity: vec![None; n],
+            master: Some(config.initial_master),
+            counters: Counters::default(),
+            now: Instant::ZERO,
+            generation: 0,
+            config,
+        };
+        Ok(Firmware {
+            filter: None,
+            state,
+        })
+    }
+
+    /// Replaces the built-in filter with `filter` (a [`crate::filter::FilterTree`]
+    /// or any [`Filter`]).
+    pub fn set_filter(&mut self, filter: Box<dyn Filter + Send>) {
+        self.filter = Some(filter);
+    }
+
+    /// Returns to the built-in filter.
+    pub fn clear_filter(&mut self) {
+        self.filter = None;
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.state.config
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> &Counters {
+        &self.state.counters
+    }
+
+    /// The master processor.
+    pub fn master(&self) -> Option<ProcessorId> {
+        self.state.master
+    }
+
+    /// Whether `p` is live.
+    pub fn is_live(&self, p: ProcessorId) -> bool {
+        self.state.is_live(p)
+    }
+
+    /// The listener groups.
+    pub fn listeners(&self) -> &ListenerTable {
+        &self.state.listeners
+    }
+
+    /// The connection table.
+    pub fn connections(&self) -> &ConnectionTable {
+        &self.state.conns
+    }
+
+    /// The entry for `t`.
+    pub fn connection(&self, t: &FiveTuple) -> Option<ConnectionEntry> {
+        self.state.conns.get(t)
+    }
+
+    /// Established plus orphaned connections (the replicated count).
+    pub fn established_count(&self) -> usize {
+        self.state.established
+    }
+
+    /// Provisional entries.
+    pub fn provisional_count(&self) -> usize {
+        self.state.provisional
+    }
+
+    /// The latest time seen.
+    pub fn now(&self) -> Instant {
+        self.state.now
+    }
+
+    /// Expires provisional entries, orphans and fragment records due at `now`.
+    pub fn poll(&mut self, now: Instant) {
+        self.state.advance(now);
+    }
+
+    /// When [`Firmware::poll`] next has something to do.
+    pub fn poll_at(&self) -> Option<Instant> {
+        [
+            self.state.provisional_queue.front().map(|e| e.0),
+            self.state.orphan_queue.front().map(|e| e.0),
+            self.state.fragments.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Classifies one Ethernet frame (without FCS) arriving at `now`.
+    pub fn classify(&mut self, frame: &[u8], now: Instant) -> Verdict {
+        self.state.advance(now);
+        let v = match parse_frame(frame, &self.state.config.parse) {
+            Ok(p) => self.decide(&p),
+            Err(r) => Verdict::Drop(r),
+        };
+        self.state.counters.count(&v);
+        v
+    }
+
+    /// Classifies an already parsed frame arriving at `now`.
+    pub fn classify_parsed(&mut self, frame: &ParsedFrame, now: Instant) -> Verdict {
+        self.state.advance(now);
+        let v = self.decide(frame);
+        self.state.counters.count(&v);
+        v
+    }
+
+    fn decide(&mut self, p: &ParsedFrame) -> Verdict {
+        let mut stages = Stages {
+            st: &mut self.state,
+        };
+        let v = match &self.filter {
+            None => builtin(p, &mut stages),
+            Some(f) => f.classify(p, &mut stages),
+        };
+        if let (true, Verdict::Deliver { processor, queue }, Some(ip)) =
+            (p.is_first_fragment(), &v, &p.ip)
+        {
+            if let Some(f) = ip.fragment {
+                let key = FragmentKey {
+                    src: ip.src,
+                    dst: ip.dst,
+                    protocol: ip.protocol,
+                    ident: f.ident,
+                };
+                let now = self.state.now;
+                if self.state.fragments.record(key, *processor, *queue, now) {
+                    self.state.counters.fragments_tracked += 1;
+                }
+            }
+        }
+        v
+    }
+
+    /// Classifies a batch of frames arriving at `now`, writing one verdict per
+    /// frame to `out` (cleared first). Same verdicts and counters as calling
+    /// [`Firmware::classify`] on each in order; with the built-in filter, the
+    /// connection-table lookups of up to [`BATCH`](crate::conntable::BATCH) frames are pipelined.
+    pub fn classify_batch(&mut self, frames: &[&[u8]], now: Instant, out: &mut Vec<Verdict>) {
+        out.clear();
+        self.state.advance(now);
+        if self.filter.is_some() {
+            for f in frames {
+                out.push(self.classify(f, now));
+            }
+            return;
+        }
+        for chunk in frames.chunks(BATCH) {
+            let mut parsed = [Err(DropReason::TruncatedEthernet); BATCH];
+            let mut keys: [Option<(FiveTuple, u64)>; BATCH] = [None; BATCH];
+            for (i, f) in chunk.iter().enumerate() {
+                parsed[i] = parse_frame(f, &self.state.config.parse);
+                if let Ok(p) = &parsed[i] {
+                    if p.ethertype != ETHERTYPE_ARP && p.ip.is_some_and(|ip| ip.fragment.is_none())
+                    {
+                        if let Some(t) = p.tuple() {
+                            keys[i] = Some((t, self.state.conns.hash(&t)));
+                        }
+                    }
+                }
+            }
+            let mut first = [0u64; BATCH];
+            for i in 0..chunk.len() {
+                if let Some((_, h)) = &keys[i] {
+                    first[i] = self.state.conns.home_word(*h);
+                }
+            }
+            let generation = self.state.generation;
+            for i in 0..chunk.len() {
+                let v = match (&parsed[i], &keys[i]) {
+                    (Err(r), _) => Verdict::Drop(*r),
+                    (Ok(p), Some((t, h))) if self.state.generation == generation => {
+                        match self.state.conns.resolve_hint(t, *h, first[i]) {
+                            Some((owner, EntryState::Established | EntryState::Provisional)) => {
+                                Verdict::Deliver {
+                                    processor: owner,
+                                    queue: self.state.queue_for(*h),
+                                }
+                            }
+                            _ => self.decide(p),
+                        }
+                    }
+                    (Ok(p), _) => self.decide(p),
+                };
+                self.state.counters.count(&v);
+                out.push(v);
+            }
+        }
+    }
+
+    /// Applies one encoded control message received at `now`.
+    pub fn apply(&mut self, bytes: &[u8], now: Instant) -> Result<(), ControlError> {
+        match Envelope::parse(bytes) {
+            Ok(env) => self.apply_envelope(&env, now),
+            Err(e) => {
+                let e = ControlError::Parse(e);
+                self.state.counters.control_rejected[e.reason().index()] += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies one decoded control message received at `now`.
+    pub fn apply_envelope(&mut self, env: &Envelope, now: Instant) -> Result<(), ControlError> {
+        self.state.advance(now);
+        match self.state.apply(env.sender, &env.message) {
+            Ok(()) => {
+                self.state.counters.control_accepted += 1;
+                Ok(())
+            }
+            Err(reason) => {
+                self.state.counters.control_rejected[reason.index()] += 1;
+                Err(ControlError::Rejected {
+                    sender: env.sender,
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// The replicated state (canonical: equal states give equal snapshots).
+    pub fn snapshot(&self) -> TableSnapshot {
+        self.state.snapshot()
+    }
+
+    /// The replicated state as a table-dump control message from `sender`,
+    /// ready to send to an adapter being resynchronised.
+    pub fn dump(&self, sender: ProcessorId) -> Vec<u8> {
+        Envelope::new(sender, ControlMessage::TableDump(self.snapshot())).to_bytes()
+    }
+}
+
+/// The built-in filter, hard-coded: ARP to the master, IP through the
+/// host-controlled stages. Equivalent to [`crate::filter::FilterTree::builtin`]
+/// (a test checks it), written out so the common path walks no tree.
+fn builtin(p: &ParsedFrame, stages: &mut Stages<'_>) -> Verdict {
+    if p.ip.is_none() {
+        return stages.master();
+    }
+    stages.host_controlled(p)
+}
