@@ -1,0 +1,215 @@
+//! Processor failure: purge, fast reset, survivors untouched, master failover,
+//! rejoining only by re-registering.
+
+mod common;
+
+use core::time::Duration;
+
+use common::*;
+use snet_firmware::conntable::EntryState;
+use snet_firmware::control::{ControlError, ControlMessage, RejectReason};
+use snet_firmware::wire::{ParseOptions, parse_frame, tcp_flags};
+use snet_firmware::{Config, DropReason, ProcessorId, Verdict};
+
+/// P1, P2, P3 share port 23; six connections, two each, all confirmed.
+fn six_connections() -> snet_firmware::kit::Harness {
+    let mut h = listening(shared_config(), 23, &[1, 2, 3]);
+    for n in 0..6u16 {
+        let owner = [1, 2, 3][usize::from(n % 3)];
+        h.expect_delivered_to(&syn(n, 23), owner).unwrap();
+        h.control(owner, ControlMessage::AddConnection(tuple(n, 23)))
+            .unwrap();
+    }
+    h
+}
+
+#[test]
+fn processor_down_resets_its_connections_and_leaves_the_others() {
+    let mut h = six_connections();
+    h.control(1, ControlMessage::ProcessorDown(ProcessorId(2)))
+        .unwrap();
+    assert_eq!(h.firmware().counters().connections_orphaned, 2);
+    // Clients 1 and 4 belonged to P2: their next segment is answered with a RST.
+    for n in [1u16, 4] {
+        let v = h.expect_no_delivery(&ack(n, 23)).unwrap();
+        let Verdict::Reply { frame } = v else {
+            panic!("expected a reset, got {v}")
+        };
+        let p = parse_frame(&frame, &ParseOptions::default()).unwrap();
+        let t = p.tcp().unwrap();
+        assert_eq!(t.flags, tcp_flags::RST);
+        assert_eq!(
+            t.seq, 5000,
+            "RST takes the segment's acknowledgement number"
+        );
+        assert_eq!(p.tuple().unwrap().local_port, client(n).port());
+    }
+    // A second segment gets another RST but is not counted as a new reset connection.
+    assert!(matches!(h.send(&ack(1, 23)), Verdict::Reply { .. }));
+    assert_eq!(h.firmware().counters().connections_reset, 2);
+    assert_eq!(h.firmware().counters().resets_sent, 3);
+    // The client's own RST is not answered.
+    assert_eq!(
+        h.send(&tcp(4, 23, tcp_flags::RST)),
+        Verdict::Drop(DropReason::ResetForOrphan)
+    );
+    // Survivors' connections are untouched.
+    for n in [0u16, 3] {
+        h.expect_delivered_to(&ack(n, 23), 1).unwrap();
+    }
+    for n in [2u16, 5] {
+        h.expect_delivered_to(&ack(n, 23), 3).unwrap();
+    }
+    // New connections go only to the survivors, in turn.
+    for (n, p) in [(10u16, 1), (11, 3), (12, 1), (13, 3)] {
+        h.expect_delivered_to(&syn(n, 23), p).unwrap();
+    }
+}
+
+#[test]
+fn provisional_entries_of_a_failed_processor_are_purged() {
+    let mut h = listening(shared_config(), 23, &[1, 2]);
+    h.expect_delivered_to(&syn(0, 23), 1).unwrap();
+    h.expect_delivered_to(&syn(1, 23), 2).unwrap();
+    h.control(1, ControlMessage::ProcessorDown(ProcessorId(2)))
+        .unwrap();
+    assert_eq!(h.firmware().provisional_count(), 1);
+    // The client retries: the SYN goes to the survivor.
+    h.expect_delivered_to(&syn(1, 23), 1).unwrap();
+}
+
+#[test]
+fn orphans_linger_then_go() {
+    let cfg = Config {
+        orphan_linger: Duration::from_secs(5),
+        ..shared_config()
+    };
+    let mut h = listening(cfg, 23, &[1, 2]);
+    h.send(&syn(0, 23));
+    h.control(1, ControlMessage::AddConnection(tuple(0, 23)))
+        .unwrap();
+    h.control(2, ControlMessage::ProcessorDown(ProcessorId(1)))
+        .unwrap();
+    assert_eq!(
+        h.firmware().connection(&tuple(0, 23)).unwrap().state,
+        EntryState::Orphaned
+    );
+    h.advance(Duration::from_secs(5));
+    assert!(h.firmware().connection(&tuple(0, 23)).is_none());
+    assert_eq!(h.firmware().counters().orphans_expired, 1);
+    assert_eq!(h.firmware().established_count(), 0);
+}
+
+#[test]
+fn master_fails_over_to_the_next_live_processor() {
+    let mut h = six_connections();
+    assert_eq!(h.firmware().master(), Some(ProcessorId(0)));
+    h.control(3, ControlMessage::ProcessorDown(ProcessorId(0)))
+        .unwrap();
+    assert_eq!(h.firmware().master(), Some(ProcessorId(1)));
+    h.control(3, ControlMessage::ProcessorDown(ProcessorId(1)))
+        .unwrap();
+    assert_eq!(h.firmware().master(), Some(ProcessorId(2)));
+    let arp = snet_firmware::kit::PacketBuilder::arp_request(
+        "198.18.5.1".parse().unwrap(),
+        CLUSTER.parse().unwrap(),
+    )
+    .build()
+    .unwrap();
+    h.expect(
+        &arp,
+        &Verdict::Master {
+            processor: ProcessorId(2),
+        },
+    )
+    .unwrap();
+    assert_eq!(h.firmware().counters().master_failovers, 2);
+    // Wraps around past the highest ID.
+    let cfg = Config {
+        processor_count: 3,
+        initial_master: ProcessorId(2),
+        ..Config::default()
+    };
+    let mut h = snet_firmware::kit::Harness::new(cfg).unwrap();
+    h.control(0, ControlMessage::ProcessorDown(ProcessorId(2)))
+        .unwrap();
+    assert_eq!(h.firmware().master(), Some(ProcessorId(0)));
+    h.control(1, ControlMessage::ProcessorDown(ProcessorId(0)))
+        .unwrap();
+    // The last live processor cannot declare itself down: nobody would be left to say so.
+    let last = h.control(1, ControlMessage::ProcessorDown(ProcessorId(1)));
+    assert!(matches!(
+        last,
+        Err(ControlError::Rejected {
+            reason: RejectReason::Unauthorised,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_restarted_processor_rejoins_only_as_it_re_registers() {
+    let mut h = six_connections();
+    h.control(1, ControlMessage::ProcessorDown(ProcessorId(3)))
+        .unwrap();
+    let dup = h.control(1, ControlMessage::ProcessorDown(ProcessorId(3)));
+    assert!(matches!(
+        dup,
+        Err(ControlError::Rejected {
+            reason: RejectReason::AlreadyDown,
+            ..
+        })
+    ));
+    // Only the processor itself or the master may say it is up.
+    let forged = h.control(2, ControlMessage::ProcessorUp(ProcessorId(3)));
+    assert!(matches!(
+        forged,
+        Err(ControlError::Rejected {
+            reason: RejectReason::Unauthorised,
+            ..
+        })
+    ));
+    h.control(3, ControlMessage::ProcessorUp(ProcessorId(3)))
+        .unwrap();
+    // Up, but not listening: turns alternate between P1 and P2.
+    for (n, p) in [(20u16, 1), (21, 2), (22, 1)] {
+        h.expect_delivered_to(&syn(n, 23), p).unwrap();
+    }
+    h.control(3, ControlMessage::RegisterListener(tcp_key(23)))
+        .unwrap();
+    for (n, p) in [(23u16, 2), (24, 3), (25, 1)] {
+        h.expect_delivered_to(&syn(n, 23), p).unwrap();
+    }
+}
+
+#[test]
+fn a_down_processor_cannot_send_requests() {
+    let mut h = six_connections();
+    h.control(1, ControlMessage::ProcessorDown(ProcessorId(3)))
+        .unwrap();
+    for msg in [
+        ControlMessage::RegisterListener(tcp_key(23)),
+        ControlMessage::AddConnection(tuple(40, 23)),
+        ControlMessage::CapacityReport(5),
+    ] {
+        let r = h.control(3, msg);
+        assert!(
+            matches!(
+                r,
+                Err(ControlError::Rejected {
+                    reason: RejectReason::ProcessorNotLive,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+    }
+    let unknown = h.control(99, ControlMessage::CapacityReport(5));
+    assert!(matches!(
+        unknown,
+        Err(ControlError::Rejected {
+            reason: RejectReason::UnknownProcessor,
+            ..
+        })
+    ));
+}
