@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod filter;
 
 /// Exit code for success.
 pub const EXIT_OK: u8 = 0;
@@ -26,6 +27,8 @@ struct Cli {
 enum Command {
     /// Measure the model's speed against baselines run in the same process.
     Bench(bench::BenchArgs),
+    /// Test-run an adapter filter on frames: verdict and ns/frame for each.
+    Filter(filter::FilterArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Bench(args) => bench::run(&args),
+        Command::Filter(args) => filter::run(&args),
     };
     ExitCode::from(code)
 }

@@ -6,6 +6,7 @@ use std::time::Instant as WallInstant;
 use serde::Serialize;
 
 mod fabric;
+mod firmware;
 
 /// One measured figure.
 #[derive(Debug, Clone, Serialize)]
@@ -126,7 +127,10 @@ pub fn best_rate<F: FnMut() -> u64>(budget: Budget, mut f: F) -> f64 {
 type Section = fn(Budget) -> Vec<Figure>;
 
 fn sections() -> Vec<(&'static str, Section)> {
-    vec![("engine+fabric", fabric::figures)]
+    vec![
+        ("engine+fabric", fabric::figures),
+        ("firmware", firmware::figures),
+    ]
 }
 
 /// Runs the benchmarks and prints the figures. Returns the exit code.
