@@ -6,7 +6,7 @@
 
 use snet_fabric::avt::Access;
 use snet_fabric::memory::ProcAddr;
-use snet_fabric::network::{DmaOp, DmaRequest, FabricConfig, FabricSim, FaultTarget};
+use snet_fabric::network::{DmaRequest, FabricConfig, FabricSim, FaultTarget};
 use snet_fabric::topology::{EndpointKind, LinkParams, shapes};
 use snet_fabric::{EndpointId, FabricAddr, Plane};
 
@@ -31,15 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let frame: Vec<u8> = (0..1500u32).map(|i| i as u8).collect();
     sim.fabric.memory_mut(nic)?.write(ProcAddr(0), &frame)?;
 
-    let write = |len| DmaRequest {
-        target: cpu,
-        op: DmaOp::Write {
-            local: ProcAddr(0),
-            remote: FabricAddr::new(key, 0),
-        },
-        len,
-        plane: Some(Plane::X),
-    };
+    let write =
+        |len| DmaRequest::write(cpu, ProcAddr(0), FabricAddr::new(key, 0), len).on_plane(Plane::X);
     let done = sim.dma(nic, write(1500))?;
     println!(
         "1500 B over X: {:?} in {} (virtual), {} retries",

@@ -66,6 +66,45 @@ pub struct DmaRequest {
     pub plane: Option<Plane>,
 }
 
+impl DmaRequest {
+    /// A write of `len` bytes from `local` (requester) to `remote` (target window),
+    /// starting on the fabric's first plane.
+    pub fn write(target: EndpointId, local: ProcAddr, remote: FabricAddr, len: u64) -> Self {
+        DmaRequest {
+            target,
+            op: DmaOp::Write { local, remote },
+            len,
+            plane: None,
+        }
+    }
+
+    /// A read of `len` bytes from `remote` (target window) into `local` (requester),
+    /// starting on the fabric's first plane.
+    pub fn read(target: EndpointId, local: ProcAddr, remote: FabricAddr, len: u64) -> Self {
+        DmaRequest {
+            target,
+            op: DmaOp::Read { local, remote },
+            len,
+            plane: None,
+        }
+    }
+
+    /// The same request, starting on `plane`.
+    pub fn on_plane(self, plane: Plane) -> Self {
+        DmaRequest {
+            plane: Some(plane),
+            ..self
+        }
+    }
+}
+
+/// The fabric address of byte `offset` of a transfer whose window address is
+/// `remote`. Transfers are checked at start to stay inside the window's
+/// 32-bit offset space, so the sum cannot wrap.
+pub(super) fn packet_addr(remote: FabricAddr, offset: u64) -> FabricAddr {
+    FabricAddr::new(remote.key(), remote.offset().wrapping_add(offset as u32))
+}
+
 /// Why a transfer failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DmaError {
@@ -177,6 +216,28 @@ impl Transfer {
         let off = i * max_payload;
         let len = self.req.len.saturating_sub(off).min(max_payload);
         (off, len as u32)
+    }
+}
+
+impl Outstanding {
+    /// The first attempt of a packet, on `plane`.
+    pub(super) fn first(
+        transfer: TransferId,
+        (offset, len): (u64, u32),
+        plane: Plane,
+        serial: u32,
+        ghost: bool,
+    ) -> Self {
+        Outstanding {
+            transfer,
+            offset,
+            len,
+            plane,
+            attempts: 1,
+            planes_tried: 1 << plane.index(),
+            serial,
+            ghost,
+        }
     }
 }
 
@@ -337,20 +398,12 @@ impl Fabric {
                 .transfers
                 .get_mut(&id)
                 .expect("present");
-            let (offset, len) = t.packet(t.next_packet, mp);
+            let packet = t.packet(t.next_packet, mp);
             t.next_packet += 1;
             t.outstanding += 1;
             let plane = t.plane;
-            self.endpoints[ep].dma.slots[tid] = Some(Outstanding {
-                transfer: id,
-                offset,
-                len,
-                plane,
-                attempts: 1,
-                planes_tried: 1 << plane.index(),
-                serial,
-                ghost: false,
-            });
+            self.endpoints[ep].dma.slots[tid] =
+                Some(Outstanding::first(id, packet, plane, serial, false));
             self.send_slot(sched, ep, tid as u8);
         }
     }
@@ -387,7 +440,7 @@ impl Fabric {
             self.endpoints[ep].counters.dma.plane_failovers += 1;
         }
         let (local, remote) = op.addresses();
-        let addr = FabricAddr::new(remote.key(), remote.offset() + slot.offset as u32);
+        let addr = packet_addr(remote, slot.offset);
         let local = ProcAddr(local.0 + slot.offset);
         let bytes = if op.is_write() {
             let data = self.endpoints[ep]
@@ -440,7 +493,7 @@ impl Fabric {
             return;
         };
         let (local, remote) = t.req.op.addresses();
-        let expect_addr = FabricAddr::new(remote.key(), remote.offset() + slot.offset as u32);
+        let expect_addr = packet_addr(remote, slot.offset);
         if slot.ghost || resp.src != t.req.target || resp.addr != expect_addr {
             self.endpoints[ep].counters.stale_responses += 1;
             return;

@@ -831,8 +831,7 @@ impl Fabric {
         pkt: PacketSlot,
         ch: ChannelId,
     ) {
-        if self.channels[ch as usize].train.is_some() {
-            let t = self.channels[ch as usize].train.expect("checked");
+        if let Some(t) = self.channels[ch as usize].train {
             self.split_train(sched, t, train::SplitCause::Contention);
         }
         let c = &mut self.channels[ch as usize];

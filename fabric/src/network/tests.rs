@@ -68,15 +68,7 @@ fn round_trip(s: &mut FabricSim, from: u32, to: u32, len: u64) -> (DmaCompletion
     let w = s
         .dma(
             ep(from),
-            DmaRequest {
-                target: ep(to),
-                op: DmaOp::Write {
-                    local: ProcAddr(0x10_0000),
-                    remote: FabricAddr::new(key, 0),
-                },
-                len,
-                plane: None,
-            },
+            DmaRequest::write(ep(to), ProcAddr(0x10_0000), FabricAddr::new(key, 0), len),
         )
         .unwrap();
     assert_eq!(w.result, Ok(()), "write of {len} bytes");
@@ -105,15 +97,7 @@ fn round_trip(s: &mut FabricSim, from: u32, to: u32, len: u64) -> (DmaCompletion
     let r = s
         .dma(
             ep(from),
-            DmaRequest {
-                target: ep(to),
-                op: DmaOp::Read {
-                    local: ProcAddr(0x30_0000),
-                    remote: FabricAddr::new(key, 0),
-                },
-                len,
-                plane: None,
-            },
+            DmaRequest::read(ep(to), ProcAddr(0x30_0000), FabricAddr::new(key, 0), len),
         )
         .unwrap();
     assert_eq!(r.result, Ok(()), "read of {len} bytes");
@@ -417,15 +401,7 @@ fn a_refused_packet_in_the_middle_of_a_large_transfer_fails_it_with_its_offset()
         let c = s
             .dma(
                 ep(A),
-                DmaRequest {
-                    target: ep(C),
-                    op: DmaOp::Write {
-                        local: ProcAddr(0),
-                        remote: FabricAddr::new(key, 0),
-                    },
-                    len: 20_000,
-                    plane: None,
-                },
+                DmaRequest::write(ep(C), ProcAddr(0), FabricAddr::new(key, 0), 20_000),
             )
             .unwrap();
         assert!(
@@ -457,15 +433,7 @@ fn big_write(s: &mut FabricSim, to: u32, len: u64) -> (WindowKey, Vec<u8>, Trans
     let id = s
         .start_dma(
             ep(A),
-            DmaRequest {
-                target: ep(to),
-                op: DmaOp::Write {
-                    local: ProcAddr(0),
-                    remote: FabricAddr::new(key, 0),
-                },
-                len,
-                plane: Some(Plane::X),
-            },
+            DmaRequest::write(ep(to), ProcAddr(0), FabricAddr::new(key, 0), len).on_plane(Plane::X),
         )
         .unwrap();
     (key, data, id)
@@ -570,15 +538,7 @@ fn failed_target_stops_answering_and_failed_requester_ends_its_transfers() {
     assert_eq!(
         s.start_dma(
             ep(A),
-            DmaRequest {
-                target: ep(C),
-                op: DmaOp::Read {
-                    local: ProcAddr(0),
-                    remote: FabricAddr(0)
-                },
-                len: 1,
-                plane: None
-            }
+            DmaRequest::read(ep(C), ProcAddr(0), FabricAddr(0), 1)
         ),
         Err(DmaError::RequesterDown)
     );
@@ -589,15 +549,7 @@ fn failed_target_stops_answering_and_failed_requester_ends_its_transfers() {
     let c = s
         .dma(
             ep(A),
-            DmaRequest {
-                target: ep(C),
-                op: DmaOp::Read {
-                    local: ProcAddr(0),
-                    remote: FabricAddr::new(key, 0),
-                },
-                len: 64,
-                plane: None,
-            },
+            DmaRequest::read(ep(C), ProcAddr(0), FabricAddr::new(key, 0), 64),
         )
         .unwrap();
     assert_eq!(c.result, Ok(()));
@@ -621,15 +573,8 @@ fn contention_splits_a_train_and_both_transfers_land() {
     let id_b = s
         .start_dma(
             ep(B),
-            DmaRequest {
-                target: ep(C),
-                op: DmaOp::Write {
-                    local: ProcAddr(0),
-                    remote: FabricAddr::new(key_b, 0),
-                },
-                len: 64 * 1024,
-                plane: Some(Plane::X),
-            },
+            DmaRequest::write(ep(C), ProcAddr(0), FabricAddr::new(key_b, 0), 64 * 1024)
+                .on_plane(Plane::X),
         )
         .unwrap();
     s.run_to_idle();
@@ -690,15 +635,7 @@ fn interrupt_windows_queue_an_entry_per_landed_write() {
     let c = s
         .dma(
             ep(C),
-            DmaRequest {
-                target: ep(A),
-                op: DmaOp::Write {
-                    local: ProcAddr(0),
-                    remote: FabricAddr::new(key, 8),
-                },
-                len: 8,
-                plane: None,
-            },
+            DmaRequest::write(ep(A), ProcAddr(0), FabricAddr::new(key, 8), 8),
         )
         .unwrap();
     assert_eq!(c.result, Ok(()));
@@ -832,39 +769,15 @@ fn configuration_is_checked() {
         s.fail(FaultTarget::Endpoint(ep(77))),
         Err(FabricError::UnknownEndpoint(_))
     ));
-    let req = DmaRequest {
-        target: ep(B),
-        op: DmaOp::Write {
-            local: ProcAddr(u64::MAX - 2),
-            remote: FabricAddr(0),
-        },
-        len: 8,
-        plane: None,
-    };
+    let req = DmaRequest::write(ep(B), ProcAddr(u64::MAX - 2), FabricAddr(0), 8);
     assert!(matches!(
         s.start_dma(ep(A), req),
         Err(DmaError::LocalOutOfBounds { .. })
     ));
-    let req = DmaRequest {
-        target: ep(A),
-        op: DmaOp::Write {
-            local: ProcAddr(0),
-            remote: FabricAddr(0),
-        },
-        len: 8,
-        plane: None,
-    };
+    let req = DmaRequest::write(ep(A), ProcAddr(0), FabricAddr(0), 8);
     assert_eq!(s.start_dma(ep(A), req), Err(DmaError::SelfTransfer));
     let key = WindowKey::new(1, 1).unwrap();
-    let req = DmaRequest {
-        target: ep(B),
-        op: DmaOp::Write {
-            local: ProcAddr(0),
-            remote: FabricAddr::new(key, u32::MAX - 3),
-        },
-        len: 8,
-        plane: None,
-    };
+    let req = DmaRequest::write(ep(B), ProcAddr(0), FabricAddr::new(key, u32::MAX - 3), 8);
     assert!(matches!(
         s.start_dma(ep(A), req),
         Err(DmaError::RemoteRange { .. })
@@ -969,7 +882,7 @@ mod properties {
                     if i == j { continue; }
                     let key = s.register(b, a, ProcAddr(4096 * i as u64), 2000, Access::WRITE).unwrap();
                     let plane = failed_plane.map(|p| p.other());
-                    s.start_dma(a, DmaRequest { target: b, op: DmaOp::Write { local: ProcAddr(0), remote: FabricAddr::new(key, 0) }, len: 2000, plane }).unwrap();
+                    s.start_dma(a, DmaRequest { plane, ..DmaRequest::write(b, ProcAddr(0), FabricAddr::new(key, 0), 2000) }).unwrap();
                 }
             }
             s.run_to_idle();

@@ -23,7 +23,7 @@ use super::dma::Outstanding;
 use super::{ChannelId, Fabric, FabricEvent, note};
 use crate::avt::Op;
 use crate::engine::Scheduler;
-use crate::ids::{EndpointId, FabricAddr, Plane};
+use crate::ids::{EndpointId, Plane};
 use crate::memory::{ProcAddr, copy_between};
 use crate::packet::wire_len;
 use crate::time::{Bandwidth, Duration, Instant};
@@ -529,7 +529,7 @@ impl Fabric {
             }
             let off = (train.first_packet + j as u64) * params.max_payload;
             let n = params.len.saturating_sub(off).min(params.max_payload);
-            let addr = FabricAddr::new(remote.key(), remote.offset() + off as u32);
+            let addr = super::dma::packet_addr(remote, off);
             let target = &mut self.endpoints[train.target_ep];
             let Ok(tr) = target.avt.validate(train.requester, addr, n as u32, op) else {
                 break;
@@ -694,21 +694,11 @@ impl Fabric {
         let (plane, transfer) = (train.plane, train.transfer);
         for (tid, (idx, p)) in pending.into_iter().enumerate() {
             let serial = self.endpoints[ep].dma.next_serial();
-            let (offset, len) = {
-                let t = &self.endpoints[ep].dma.transfers[&transfer];
-                t.packet(idx, params.max_payload)
-            };
+            let packet =
+                self.endpoints[ep].dma.transfers[&transfer].packet(idx, params.max_payload);
             let ghost = cause == SplitCause::Contention;
-            self.endpoints[ep].dma.slots[tid] = Some(Outstanding {
-                transfer,
-                offset,
-                len,
-                plane,
-                attempts: 1,
-                planes_tried: 1 << plane.index(),
-                serial,
-                ghost,
-            });
+            self.endpoints[ep].dma.slots[tid] =
+                Some(Outstanding::first(transfer, packet, plane, serial, ghost));
             let tid = tid as u8;
             if ghost {
                 sched.schedule(
