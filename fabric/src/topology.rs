@@ -429,14 +429,12 @@ impl TopologyBuilder {
                 }
                 while let Some(r) = q.pop_front() {
                     let d = dist[r.0 as usize].expect("queued routers have a distance");
-                    for (port, slot) in router_ports[r.0 as usize].iter().enumerate() {
-                        let Some((_, far)) = slot else { continue };
+                    for (_, far) in router_ports[r.0 as usize].iter().flatten() {
                         if let NodeRef::Router(n) = far.node
                             && dist[n.0 as usize].is_none()
                         {
                             dist[n.0 as usize] = Some(d + 1);
                             q.push_back(n);
-                            let _ = port;
                         }
                     }
                 }

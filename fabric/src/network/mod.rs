@@ -52,9 +52,9 @@ pub use dma::{DmaCompletion, DmaError, DmaOp, DmaRequest, TransferId};
 
 use crate::avt::{Access, Avt, AvtEntry, AvtError, InterruptEntry, InterruptQueue, Op};
 use crate::engine::{ComponentId, Engine, Fired, Scheduler, SimRng, Traced};
-use crate::ids::{EndpointId, FabricAddr, NackReason, Plane, WindowKey};
+use crate::ids::{EndpointId, NackReason, Plane, WindowKey};
 use crate::memory::{MemoryError, ProcAddr, ProcessorMemory};
-use crate::packet::{Packet, PacketKind, PacketLimits, PacketRepr, wire_len};
+use crate::packet::{Packet, PacketKind, PacketLimits, PacketRepr};
 use crate::time::{Duration, Instant};
 use crate::topology::{NodeRef, PortRef, RouterId, Topology};
 
@@ -336,8 +336,6 @@ pub struct EndpointCounters {
     pub misdelivered: u64,
     /// Packets dropped because this endpoint was down.
     pub dropped_down: u64,
-    /// NACKs sent, by reason code (index = `NackReason::code()`).
-    pub nacks_sent: [u64; 8],
     /// Writes that raised an interrupt entry.
     pub interrupts: u64,
     /// Interrupt entries lost to a full queue.
@@ -637,6 +635,10 @@ impl Fabric {
         ComponentId(idx as u32)
     }
 
+    fn component_of_router(&self, r: RouterId) -> ComponentId {
+        ComponentId(self.endpoints.len() as u32 + self.channels.len() as u32 + r.0)
+    }
+
     fn component_of_channel(&self, ch: ChannelId) -> ComponentId {
         ComponentId(self.endpoints.len() as u32 + ch)
     }
@@ -810,18 +812,33 @@ impl Fabric {
         plane: Plane,
         bytes: Vec<u8>,
     ) {
-        self.endpoints[ep].counters.packets_out += 1;
-        let Some(ch) = self.endpoints[ep].out[plane.index()] else {
-            return; // the topology has no such plane: the caller checked
-        };
-        let now = sched.now();
         let slot = self.alloc_packet(InFlight {
             bytes,
             plane,
-            tail_here: now,
+            tail_here: sched.now(),
             holds_slot: None,
             waited: false,
         });
+        self.send_from_endpoint(sched, ep, plane, slot);
+    }
+
+    /// Sends a packet already in a slot out of an endpoint's port on `plane`.
+    fn send_from_endpoint<S: Scheduler<FabricEvent>>(
+        &mut self,
+        sched: &mut S,
+        ep: usize,
+        plane: Plane,
+        slot: PacketSlot,
+    ) {
+        self.endpoints[ep].counters.packets_out += 1;
+        let Some(ch) = self.endpoints[ep].out[plane.index()] else {
+            // The topology has no such plane; callers choose existing planes.
+            self.free_packet(slot);
+            return;
+        };
+        if let Some(p) = self.packets[slot as usize].as_mut() {
+            p.tail_here = sched.now(); // the whole packet is in the sender's memory
+        }
         self.request_output(sched, slot, ch);
     }
 
@@ -941,11 +958,10 @@ impl Fabric {
                 self.on_tail_arrive(sched, pkt, ch, epoch)
             }
             FabricEvent::Respond { pkt, ep, plane } => {
-                let Some(p) = self.free_packet(pkt) else {
-                    return;
-                };
                 if self.endpoints[ep as usize].up {
-                    self.inject(sched, ep as usize, plane, p.bytes);
+                    self.send_from_endpoint(sched, ep as usize, plane, pkt);
+                } else {
+                    self.free_packet(pkt);
                 }
             }
             FabricEvent::Timeout { ep, tid, serial } => {
@@ -994,7 +1010,7 @@ impl Fabric {
                 let at = sched.now() + self.config.path_formation;
                 sched.schedule(
                     at,
-                    ComponentId(u32::MAX - 1 - r.0),
+                    self.component_of_router(r),
                     FabricEvent::Request { pkt, ch: out },
                 );
             }
@@ -1093,26 +1109,28 @@ impl Fabric {
             PacketKind::ReadRequest { len } => (Op::Read, len as u32),
             _ => (Op::Write, req.payload.len() as u32),
         };
-        let nack = |e: &mut Endpoint, reason: NackReason| {
-            e.counters.nacks_sent[reason.code() as usize] += 1;
+        // AVT registration keeps every window inside memory, so the memory
+        // errors below cannot happen; they are answered as outside-window NACKs
+        // rather than trusted away.
+        let nack = |reason: NackReason| {
             encode(PacketRepr::nack(
                 req.src, req.dst, req.tid, req.addr, reason,
             ))
         };
         let t = match e.avt.validate(req.src, req.addr, len, op) {
             Ok(t) => t,
-            Err(reason) => return nack(e, reason),
+            Err(reason) => return nack(reason),
         };
         match op {
             Op::Read => match e.memory.slice(t.local, len as u64) {
                 Ok(data) => encode(PacketRepr::read_response(
                     req.src, req.dst, req.tid, req.addr, data,
                 )),
-                Err(_) => nack(e, NackReason::OutsideWindow),
+                Err(_) => nack(NackReason::OutsideWindow),
             },
             Op::Write => {
                 if e.memory.write(t.local, req.payload).is_err() {
-                    return nack(e, NackReason::OutsideWindow);
+                    return nack(NackReason::OutsideWindow);
                 }
                 if t.interrupt {
                     e.counters.interrupts += 1;
@@ -1123,9 +1141,8 @@ impl Fabric {
                         offset: req.addr.offset(),
                         len,
                     };
-                    if !e.interrupts.push(entry) {
-                        e.counters.interrupt_overflows += 1;
-                    }
+                    // A full queue counts the overflow itself (see `counters()`).
+                    e.interrupts.push(entry);
                 }
                 encode(PacketRepr::write_ack(req.src, req.dst, req.tid, req.addr))
             }
@@ -1489,31 +1506,6 @@ impl FabricSim {
     /// The trace hash so far.
     pub fn trace_hash(&self) -> u64 {
         self.engine.trace_hash()
-    }
-}
-
-/// The fabric address of byte `offset` of a window.
-pub fn window_addr(key: WindowKey, offset: u32) -> FabricAddr {
-    FabricAddr::new(key, offset)
-}
-
-/// Total bytes a transfer of `len` bytes puts on one channel in each
-/// direction with `max_payload`-byte packets: (requests, responses).
-pub fn wire_bytes(op_is_write: bool, len: u64, max_payload: u64) -> (u64, u64) {
-    let full = len / max_payload;
-    let rest = len % max_payload;
-    let n = full + u64::from(rest > 0);
-    let data = full * wire_len(max_payload as usize) as u64
-        + if rest > 0 {
-            wire_len(rest as usize) as u64
-        } else {
-            0
-        };
-    let empty = n * wire_len(0) as u64;
-    if op_is_write {
-        (data, empty)
-    } else {
-        (empty, data)
     }
 }
 

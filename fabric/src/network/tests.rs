@@ -1,5 +1,6 @@
 use super::*;
 use crate::avt::Access;
+use crate::ids::FabricAddr;
 use crate::packet::Generation;
 use crate::time::Bandwidth;
 use crate::topology::{EndpointKind, LinkParams, TopologyBuilder, shapes};
@@ -374,7 +375,7 @@ fn every_avt_violation_is_nacked_and_counted() {
             .iter()
             .all(|&b| b == 0)
     );
-    let sent = s.fabric.counters().endpoint(ep(B)).unwrap().0.nacks_sent;
+    let sent = s.fabric.counters().endpoint(ep(B)).unwrap().1.nacks;
     assert_eq!(sent.iter().sum::<u64>(), 5);
     assert_eq!(
         s.fabric

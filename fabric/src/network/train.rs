@@ -92,7 +92,6 @@ pub(super) struct Train {
     first_packet: u64,
     /// Number of packets carried.
     packets: u64,
-    end: Instant,
     /// The recurrence evaluated over every packet at the start.
     full: Option<Evaluation>,
 }
@@ -216,9 +215,14 @@ impl Snapshot {
 /// shifted by a constant `delta`, every further packet of the same size
 /// repeats it (the recurrence only takes maxima and sums of its state and
 /// constants, so it commutes with a uniform shift). Jump to packet `j + m`.
-fn jump(ev: &mut Evaluation, j: usize, m: usize, delta: u64, p: &Params) {
+/// `classes` are the size classes of the jumped packets' requests and responses.
+fn jump(ev: &mut Evaluation, j: usize, m: usize, delta: u64, p: &Params, classes: (usize, usize)) {
     let d = Duration::from_ps(delta * m as u64);
-    for st in ev.fwd.iter_mut().chain(ev.rev.iter_mut()) {
+    let (req_bytes, resp_bytes) = (p.sizes[classes.0], p.sizes[classes.1]);
+    let fwd = ev.fwd.iter_mut().map(|st| (st, req_bytes));
+    let rev = ev.rev.iter_mut().map(|st| (st, resp_bytes));
+    for (st, size) in fwd.chain(rev) {
+        st.bytes += size * m as u64;
         st.last_end += d;
         let old = st.credits.clone();
         for age in 0..p.credits {
@@ -238,6 +242,7 @@ fn jump(ev: &mut Evaluation, j: usize, m: usize, delta: u64, p: &Params) {
             response: last.response + shift,
         });
     }
+    ev.jumped += m as u64;
 }
 
 fn evaluate(train: &Train, p: &Params, stop_before: Option<Instant>) -> Evaluation {
@@ -302,15 +307,7 @@ fn evaluate(train: &Train, p: &Params, stop_before: Option<Instant>) -> Evaluati
             cur.take(&ev, j, p);
             if let Some(delta) = cur.shift_from(&prev) {
                 let m = full_end - 1 - j;
-                let bytes = |class: usize| p.sizes[class];
-                for st in ev.fwd.iter_mut() {
-                    st.bytes += m as u64 * bytes(req_class);
-                }
-                for st in ev.rev.iter_mut() {
-                    st.bytes += m as u64 * bytes(resp_class);
-                }
-                jump(&mut ev, j, m, delta, p);
-                ev.jumped += m as u64;
+                jump(&mut ev, j, m, delta, p, (req_class, resp_class));
                 j += m + 1;
                 continue;
             }
@@ -475,11 +472,10 @@ impl Fabric {
             start: now,
             first_packet,
             packets: remaining,
-            end: now,
             full: None,
         };
         let ev = evaluate(&train, &params, None);
-        train.end = ev.times.last().map(|p| p.response).unwrap_or(now);
+        let end = ev.times.last().map(|p| p.response).unwrap_or(now);
         self.endpoints[ep].counters.dma.train_jumped_packets += ev.jumped;
         train.full = Some(ev);
         for &ch in &train.channels {
@@ -496,7 +492,7 @@ impl Fabric {
         self.endpoints[ep].counters.dma.trains += 1;
         let comp = self.component_of_endpoint(ep);
         sched.note(comp, note::TRAIN_START, (id.0, remaining));
-        sched.schedule(train.end, comp, FabricEvent::TrainDone { train: train_id });
+        sched.schedule(end, comp, FabricEvent::TrainDone { train: train_id });
         self.trains.insert(train_id, train);
         true
     }
@@ -657,14 +653,17 @@ impl Fabric {
             note::TRAIN_SPLIT,
             (train.transfer.0, committed),
         );
-        let landed: Box<dyn Fn(&PacketTimes) -> bool> = match cause {
-            SplitCause::Contention => Box::new(|_| true),
-            SplitCause::Fault if params.is_write => {
-                Box::new(move |p: &PacketTimes| p.deliver <= now)
-            }
-            SplitCause::Fault => Box::new(move |p: &PacketTimes| p.response <= now),
+        // A write has landed once its request arrived, a read once its response did;
+        // at a contention split every injected packet still lands as computed.
+        let cutoff = if cause == SplitCause::Contention {
+            Instant::MAX
+        } else {
+            now
         };
-        self.settle_train(sched, &train, &ev, landed);
+        let is_write = params.is_write;
+        self.settle_train(sched, &train, &ev, |p| {
+            (if is_write { p.deliver } else { p.response }) <= cutoff
+        });
         // Packets whose response is still to come hold a transaction ID.
         let mut pending = Vec::new();
         let mut done = 0u64;
