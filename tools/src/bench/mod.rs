@@ -137,16 +137,24 @@ fn sections() -> Vec<(&'static str, Section)> {
 pub fn run(args: &BenchArgs) -> u8 {
     let budget = Budget::from_args(args);
     let mut figures = Vec::new();
-    for (prefix, section) in sections() {
-        if let Some(f) = &args.filter {
-            // A section named "engine+fabric" makes figures named engine.* and fabric.*.
-            let wanted = prefix
-                .split('+')
-                .any(|p| p.contains(f.as_str()) || f.starts_with(p));
-            if !wanted {
-                continue;
-            }
-        }
+    // A section named "engine+fabric" makes figures named engine.* and fabric.*.
+    // A filter that names a section (or a prefix of its figures) runs only that
+    // section; any other text runs them all and keeps the figures containing it.
+    let all = sections();
+    let by_prefix: Vec<_> = match &args.filter {
+        Some(f) => all
+            .iter()
+            .copied()
+            .filter(|(prefix, _)| {
+                prefix
+                    .split('+')
+                    .any(|p| f.starts_with(p) || p.starts_with(f.as_str()))
+            })
+            .collect(),
+        None => all.clone(),
+    };
+    let chosen = if by_prefix.is_empty() { all } else { by_prefix };
+    for (prefix, section) in chosen {
         if !args.json {
             eprintln!("measuring {prefix}…");
         }
@@ -154,6 +162,17 @@ pub fn run(args: &BenchArgs) -> u8 {
     }
     if let Some(f) = &args.filter {
         figures.retain(|fig| fig.name.contains(f.as_str()));
+        if figures.is_empty() {
+            eprintln!(
+                "snet bench: no figure name contains {f:?}; names start with {}",
+                sections()
+                    .iter()
+                    .map(|(p, _)| p.replace('+', ".*, ") + ".*")
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return crate::EXIT_USAGE;
+        }
     }
     if args.json {
         let out = serde_json::json!({ "figures": figures });
