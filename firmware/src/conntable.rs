@@ -174,6 +174,8 @@ impl ConnectionTable {
     /// The hash the table uses for `t`.
     #[inline(always)]
     pub fn hash(&self, t: &FiveTuple) -> u64 {
+        #[cfg(test)]
+        tests::HASHES.with(|n| n.set(n.get() + 1));
         t.hash_with(self.seed)
     }
 
@@ -265,7 +267,17 @@ impl ConnectionTable {
         owner: ProcessorId,
         state: EntryState,
     ) -> Result<Option<ConnectionEntry>, TableFull> {
-        let h = self.hash(t);
+        self.upsert_hashed(t, self.hash(t), owner, state)
+    }
+
+    /// [`ConnectionTable::upsert`] with the hash of `t` already computed.
+    pub(crate) fn upsert_hashed(
+        &mut self,
+        t: &FiveTuple,
+        h: u64,
+        owner: ProcessorId,
+        state: EntryState,
+    ) -> Result<Option<ConnectionEntry>, TableFull> {
         match self.find(t, h) {
             Ok(pos) => {
                 let idx = (self.slots[pos] as u32 - 1) as usize;
@@ -358,11 +370,16 @@ impl ConnectionTable {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::tuple::{PROTO_TCP, v4_mapped};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
+
+    thread_local! {
+        /// Table hashes computed by this thread.
+        pub(crate) static HASHES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
 
     fn t(n: u32) -> FiveTuple {
         FiveTuple {

@@ -48,22 +48,75 @@ pub(crate) struct State {
 /// [`Filter::classify`]. Each stage either decides (`Some`) or passes (`None`).
 pub struct Stages<'a> {
     st: &'a mut State,
+    /// The frame being classified; what is cached below is about it.
+    frame: &'a ParsedFrame,
+    /// Its 5-tuple and table hash, computed once.
+    key: Key,
+    /// The table generation at which its tuple was found to have no entry.
+    miss_at: Option<u64>,
+}
+
+/// The 5-tuple and hash of the frame being classified, once computed.
+#[derive(Debug, Clone, Copy)]
+enum Key {
+    Unknown,
+    Known(Option<(FiveTuple, u64)>),
+}
+
+impl<'a> Stages<'a> {
+    fn new(st: &'a mut State, frame: &'a ParsedFrame, key: Key, miss_at: Option<u64>) -> Self {
+        Stages {
+            st,
+            frame,
+            key,
+            miss_at,
+        }
+    }
 }
 
 impl Stages<'_> {
+    /// The tuple of `frame` and its hash: computed once for the frame being
+    /// classified (a filter may hand a stage some other frame).
+    #[inline]
+    fn key(&mut self, frame: &ParsedFrame) -> Option<(FiveTuple, u64)> {
+        let own = core::ptr::eq(frame, self.frame);
+        if let (true, Key::Known(k)) = (own, self.key) {
+            return k;
+        }
+        let k = frame.tuple().map(|t| (t, self.st.conns.hash(&t)));
+        if own {
+            self.key = Key::Known(k);
+        }
+        k
+    }
+
+    /// The entry of `t` (hash `h`), unless the frame being classified is
+    /// already known to have none.
+    #[inline]
+    fn lookup(
+        &mut self,
+        frame: &ParsedFrame,
+        t: &FiveTuple,
+        h: u64,
+    ) -> Option<(ProcessorId, EntryState)> {
+        let own = core::ptr::eq(frame, self.frame);
+        if own && self.miss_at == Some(self.st.generation) {
+            return None;
+        }
+        let found = self.st.conns.lookup_hashed(t, h);
+        if own && found.is_none() {
+            self.miss_at = Some(self.st.generation);
+        }
+        found
+    }
+
     /// Later fragments: the decision recorded for their first fragment.
     pub fn fragments(&mut self, frame: &ParsedFrame) -> Option<Verdict> {
         let ip = frame.ip.as_ref()?;
-        let f = ip.fragment?;
-        if f.offset_bytes == 0 {
+        if ip.fragment?.offset_bytes == 0 {
             return None;
         }
-        let key = FragmentKey {
-            src: ip.src,
-            dst: ip.dst,
-            protocol: ip.protocol,
-            ident: f.ident,
-        };
+        let key = FragmentKey::of(ip)?;
         match self.st.fragments.lookup(&key) {
             Some((p, q)) if self.st.is_live(p) => {
                 self.st.counters.fragments_followed += 1;
@@ -82,39 +135,51 @@ impl Stages<'_> {
     /// The exact 5-tuple table: the owner of an established or provisional
     /// connection; a RST for a connection whose processor failed.
     pub fn connections(&mut self, frame: &ParsedFrame) -> Option<Verdict> {
-        let t = frame.tuple()?;
-        let h = self.st.conns.hash(&t);
-        let (owner, state) = self.st.conns.lookup_hashed(&t, h)?;
+        let (t, h) = self.key(frame)?;
+        let (owner, state) = self.lookup(frame, &t, h)?;
         Some(self.st.on_hit(frame, &t, h, owner, state))
     }
 
     /// Listener groups: a TCP connection request (SYN without ACK) or a UDP
     /// datagram for a listened port goes to the member the port's policy
     /// picks; a TCP request also creates a provisional connection entry.
+    /// A tuple that already has an entry goes to its owner, as the
+    /// connections stage would send it (a tree may run this stage without
+    /// that one before it); its entry is never replaced.
     pub fn listeners(&mut self, frame: &ParsedFrame) -> Option<Verdict> {
         let ip = frame.ip.as_ref()?;
         let tr = ip.transport.as_ref()?;
+        // Other TCP segments pass before any lookup.
         let is_request = match (ip.protocol, &tr.tcp) {
-            (PROTO_TCP, Some(tcp)) => tcp.is_connection_request(),
+            (PROTO_TCP, Some(tcp)) if tcp.is_connection_request() => true,
             (PROTO_UDP, None) => false,
             _ => return None,
         };
-        let t = frame.tuple()?;
+        let (t, h) = self.key(frame)?;
+        let known_miss =
+            core::ptr::eq(frame, self.frame) && self.miss_at == Some(self.st.generation);
         let st = &mut *self.st;
-        let seed = st.config.hash_seed;
         let group: &mut ListenerGroup =
             st.listeners.lookup_mut(ip.protocol, &ip.dst, tr.dst_port)?;
-        if ip.protocol == PROTO_TCP && !is_request {
-            return None;
+        let existing = if known_miss {
+            None
+        } else {
+            st.conns.lookup_hashed(&t, h)
+        };
+        if let Some((owner, state)) = existing {
+            return Some(st.on_hit(frame, &t, h, owner, state));
         }
         if is_request && st.provisional >= st.config.provisional_capacity {
             st.counters.syn_dropped_table_full += 1;
             return Some(Verdict::Drop(DropReason::ConnectionTableFull));
         }
-        let p = group.pick(&t, &st.capacity, seed)?;
-        let h = st.conns.hash(&t);
+        let p = group.pick(&t, &st.capacity, st.config.hash_seed)?;
         if is_request {
-            if st.conns.upsert(&t, p, EntryState::Provisional).is_err() {
+            if st
+                .conns
+                .upsert_hashed(&t, h, p, EntryState::Provisional)
+                .is_err()
+            {
                 st.counters.syn_dropped_table_full += 1;
                 return Some(Verdict::Drop(DropReason::ConnectionTableFull));
             }
@@ -226,43 +291,40 @@ impl State {
             self.now = now;
         }
         let now = self.now;
-        while let Some((deadline, t)) = self.provisional_queue.front().copied() {
-            if deadline > now {
-                break;
-            }
-            self.provisional_queue.pop_front();
-            if self.timed.get(&t).is_some_and(|x| x.deadline == deadline)
-                && self
-                    .conns
-                    .get(&t)
-                    .is_some_and(|e| e.state == EntryState::Provisional)
-            {
-                self.conns.remove(&t);
-                self.timed.remove(&t);
-                self.generation += 1;
-                self.provisional -= 1;
-                self.counters.provisional_expired += 1;
-            }
-        }
-        while let Some((deadline, t)) = self.orphan_queue.front().copied() {
-            if deadline > now {
-                break;
-            }
-            self.orphan_queue.pop_front();
-            if self.timed.get(&t).is_some_and(|x| x.deadline == deadline)
-                && self
-                    .conns
-                    .get(&t)
-                    .is_some_and(|e| e.state == EntryState::Orphaned)
-            {
-                self.conns.remove(&t);
-                self.timed.remove(&t);
-                self.generation += 1;
-                self.established -= 1;
-                self.counters.orphans_expired += 1;
-            }
-        }
+        let n = self.expire_due(EntryState::Provisional, now);
+        self.provisional -= n;
+        self.counters.provisional_expired += n as u64;
+        let n = self.expire_due(EntryState::Orphaned, now);
+        self.established -= n;
+        self.counters.orphans_expired += n as u64;
         self.fragments.expire(now);
+    }
+
+    /// Pops the entries of the expiry queue of `state` (provisional or
+    /// orphaned) due at `now`, removing those still in that state with that
+    /// deadline (a later change of state or deadline leaves a stale queue
+    /// entry, which is dropped). Returns how many were removed.
+    fn expire_due(&mut self, state: EntryState, now: Instant) -> usize {
+        let queue = match state {
+            EntryState::Provisional => &mut self.provisional_queue,
+            EntryState::Orphaned | EntryState::Established => &mut self.orphan_queue,
+        };
+        let mut removed = 0;
+        while let Some(&(deadline, t)) = queue.front() {
+            if deadline > now {
+                break;
+            }
+            queue.pop_front();
+            if self.timed.get(&t).is_some_and(|x| x.deadline == deadline)
+                && self.conns.get(&t).is_some_and(|e| e.state == state)
+            {
+                self.conns.remove(&t);
+                self.timed.remove(&t);
+                self.generation += 1;
+                removed += 1;
+            }
+        }
+        removed
     }
 
     fn orphan(&mut self, t: FiveTuple) {
@@ -476,6 +538,19 @@ impl State {
         if s.connections.len() > self.config.connection_capacity {
             return Err(RejectReason::BadDump);
         }
+        // What TableSnapshot::parse checks, for snapshots applied directly:
+        // no provisional entries, owners are processors, and an established
+        // connection's owner is live.
+        for (_, owner, state) in &s.connections {
+            match (s.live.get(usize::from(owner.0)), state) {
+                (None, _)
+                | (_, EntryState::Provisional)
+                | (Some(false), EntryState::Established) => {
+                    return Err(RejectReason::BadDump);
+                }
+                (Some(_), _) => {}
+            }
+        }
         let mut listeners = ListenerTable::default();
         for (key, members) in &s.listeners {
             listeners
@@ -670,9 +745,13 @@ impl Firmware {
     }
 
     fn decide(&mut self, p: &ParsedFrame) -> Verdict {
-        let mut stages = Stages {
-            st: &mut self.state,
-        };
+        self.decide_with(p, Key::Unknown, None)
+    }
+
+    /// [`Firmware::decide`] with what is already known of the frame: its
+    /// tuple and hash, and the generation at which the table had no entry.
+    fn decide_with(&mut self, p: &ParsedFrame, key: Key, miss_at: Option<u64>) -> Verdict {
+        let mut stages = Stages::new(&mut self.state, p, key, miss_at);
         let v = match &self.filter {
             None => builtin(p, &mut stages),
             Some(f) => f.classify(p, &mut stages),
@@ -680,13 +759,7 @@ impl Firmware {
         if let (true, Verdict::Deliver { processor, queue }, Some(ip)) =
             (p.is_first_fragment(), &v, &p.ip)
         {
-            if let Some(f) = ip.fragment {
-                let key = FragmentKey {
-                    src: ip.src,
-                    dst: ip.dst,
-                    protocol: ip.protocol,
-                    ident: f.ident,
-                };
+            if let Some(key) = FragmentKey::of(ip) {
                 let now = self.state.now;
                 if self.state.fragments.record(key, *processor, *queue, now) {
                     self.state.counters.fragments_tracked += 1;
@@ -734,6 +807,7 @@ impl Firmware {
                 let v = match (&parsed[i], &keys[i]) {
                     (Err(r), _) => Verdict::Drop(*r),
                     (Ok(p), Some((t, h))) if self.state.generation == generation => {
+                        let key = Key::Known(Some((*t, *h)));
                         match self.state.conns.resolve_hint(t, *h, first[i]) {
                             Some((owner, EntryState::Established | EntryState::Provisional)) => {
                                 Verdict::Deliver {
@@ -741,10 +815,12 @@ impl Firmware {
                                     queue: self.state.queue_for(*h),
                                 }
                             }
-                            _ => self.decide(p),
+                            Some(_) => self.decide_with(p, key, None),
+                            None => self.decide_with(p, key, Some(generation)),
                         }
                     }
-                    (Ok(p), _) => self.decide(p),
+                    (Ok(p), Some((t, h))) => self.decide_with(p, Key::Known(Some((*t, *h))), None),
+                    (Ok(p), None) => self.decide(p),
                 };
                 self.state.counters.count(&v);
                 out.push(v);
@@ -802,4 +878,112 @@ fn builtin(p: &ParsedFrame, stages: &mut Stages<'_>) -> Verdict {
         return stages.master();
     }
     stages.host_controlled(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conntable::tests::HASHES;
+    use crate::filter::{FilterTree, NodeSpec};
+    use crate::kit::PacketBuilder;
+    use crate::listener::ListenerKey;
+    use crate::listener::tests::LOOKUPS;
+    use crate::wire::tcp_flags;
+
+    fn firmware(filter: Option<NodeSpec>) -> Firmware {
+        let mut fw = Firmware::new(Config::default().share_ports(
+            PROTO_TCP,
+            80,
+            80,
+            crate::Policy::RoundRobin,
+        ))
+        .unwrap();
+        for p in [1, 2] {
+            let key = ListenerKey {
+                protocol: PROTO_TCP,
+                addr: None,
+                port: 80,
+            };
+            fw.apply_envelope(
+                &Envelope::new(ProcessorId(p), ControlMessage::RegisterListener(key)),
+                Instant::ZERO,
+            )
+            .unwrap();
+        }
+        if let Some(spec) = filter {
+            fw.set_filter(Box::new(FilterTree::compile("t", &spec).unwrap()));
+        }
+        fw
+    }
+
+    fn segment(client: u16, flags: u8) -> Vec<u8> {
+        PacketBuilder::tcp(
+            format!("198.18.5.7:{client}").parse().unwrap(),
+            "198.18.0.10:80".parse().unwrap(),
+        )
+        .flags(flags)
+        .build()
+        .unwrap()
+    }
+
+    /// Runs `f`, returning its result and the table hashes and listener
+    /// lookups it made.
+    fn counting<T>(f: impl FnOnce() -> T) -> (T, usize, usize) {
+        let (h, l) = (HASHES.with(|n| n.get()), LOOKUPS.with(|n| n.get()));
+        let r = f();
+        (
+            r,
+            HASHES.with(|n| n.get()) - h,
+            LOOKUPS.with(|n| n.get()) - l,
+        )
+    }
+
+    #[test]
+    fn a_segment_that_is_no_connection_request_skips_the_listeners() {
+        let mut fw = firmware(None);
+        let ack = segment(40000, tcp_flags::ACK);
+        let (v, _, lookups) = counting(|| fw.classify(&ack, Instant::ZERO));
+        assert!(matches!(v, Verdict::Master { .. }), "{v}");
+        assert_eq!(lookups, 0);
+        let syn = segment(40000, tcp_flags::SYN);
+        let (v, _, lookups) = counting(|| fw.classify(&syn, Instant::ZERO));
+        assert_eq!(v, Verdict::deliver(1, 0));
+        assert_eq!(lookups, 1);
+    }
+
+    #[test]
+    fn the_tuple_is_hashed_once_per_frame() {
+        let trees = [
+            None,
+            Some(FilterTree::builtin_spec()),
+            Some(NodeSpec::listeners(NodeSpec::Master)),
+        ];
+        for tree in trees {
+            let mut fw = firmware(tree.clone());
+            for (n, client) in [40000u16, 40001].into_iter().enumerate() {
+                let syn = segment(client, tcp_flags::SYN);
+                let (v, hashes, _) = counting(|| fw.classify(&syn, Instant::ZERO));
+                assert_eq!(v.processor(), Some(ProcessorId(n as u16 + 1)), "{tree:?}");
+                assert_eq!(hashes, 1, "new connection, {tree:?}");
+                // The retransmission finds the provisional entry.
+                let (v2, hashes, _) = counting(|| fw.classify(&syn, Instant::ZERO));
+                assert_eq!(v2, v);
+                assert_eq!(hashes, 1, "retransmission, {tree:?}");
+            }
+            // The same through the batch path.
+            let frames = [
+                segment(40002, tcp_flags::SYN),
+                segment(40002, tcp_flags::SYN),
+            ];
+            let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+            let mut out = Vec::new();
+            let (_, hashes, _) = counting(|| fw.classify_batch(&refs, Instant::ZERO, &mut out));
+            assert_eq!(
+                out,
+                vec![Verdict::deliver(1, 0), Verdict::deliver(1, 0)],
+                "{tree:?}"
+            );
+            assert_eq!(hashes, 2, "batch, {tree:?}");
+        }
+    }
 }

@@ -12,7 +12,7 @@
 //! - a specific-address group and an any-address group for the same port are
 //!   distinct; lookups try the specific one first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{Config, Policy};
 use crate::control::RejectReason;
@@ -166,6 +166,8 @@ impl ListenerGroup {
 /// The Maglev lookup table (Eisenbud et al., NSDI 2016) for `members`: each
 /// member fills slots along its own permutation of `0..size` in turn.
 fn maglev_table(members: &[ProcessorId], size: usize) -> Vec<u16> {
+    #[cfg(test)]
+    tests::MAGLEV_BUILDS.with(|n| n.set(n.get() + 1));
     if members.is_empty() || size == 0 {
         return Vec::new();
     }
@@ -280,6 +282,8 @@ impl ListenerTable {
         addr: &Addr16,
         port: u16,
     ) -> Option<&mut ListenerGroup> {
+        #[cfg(test)]
+        tests::LOOKUPS.with(|n| n.set(n.get() + 1));
         let specific = ListenerKey {
             protocol,
             addr: Some(*addr),
@@ -328,17 +332,53 @@ impl ListenerTable {
         members: &[ProcessorId],
         config: &Config,
     ) -> Result<(), RejectReason> {
-        for m in members {
-            self.register(key, *m, config)?;
+        // The same checks, in the same order, as registering the members one
+        // by one; but the members are all added before the policy's state
+        // (the Maglev table) is rebuilt, once.
+        if members.is_empty() {
+            return Ok(());
         }
+        let shared = config.shared_range(key.protocol, key.port);
+        let existing = self.groups.get(&key);
+        if existing.is_none() && self.groups.len() >= config.max_listener_groups {
+            return Err(RejectReason::TooManyListenerGroups);
+        }
+        let is_shared = existing.map_or(shared.is_some(), |g| g.shared);
+        let mut seen: BTreeSet<ProcessorId> = existing
+            .map(|g| g.members.iter().copied().collect())
+            .unwrap_or_default();
+        for m in members {
+            if !seen.insert(*m) {
+                return Err(RejectReason::AlreadyListening);
+            }
+            if !is_shared && seen.len() > 1 {
+                return Err(RejectReason::PortOwnedExclusively);
+            }
+        }
+        let group = self.groups.entry(key).or_insert_with(|| {
+            ListenerGroup::new(
+                key,
+                shared.is_some(),
+                shared.map(|r| r.policy).unwrap_or_default(),
+            )
+        });
+        group.members.extend_from_slice(members);
+        group.membership_changed(config.maglev_table_size);
         Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::tuple::{PROTO_TCP, v4_mapped};
+
+    thread_local! {
+        /// Maglev tables built by this thread.
+        pub(super) static MAGLEV_BUILDS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        /// Listener-group lookups made by this thread.
+        pub(crate) static LOOKUPS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
 
     fn key(port: u16) -> ListenerKey {
         ListenerKey {
@@ -435,5 +475,73 @@ mod tests {
             c[usize::from(*i)] += 1;
         }
         assert!(c.iter().all(|n| (330..=350).contains(n)), "{c:?}");
+    }
+
+    #[test]
+    fn restore_group_equals_registering_one_by_one_and_builds_maglev_once() {
+        let cfg = Config {
+            processor_count: 64,
+            ..Config::default()
+        }
+        .share_ports(PROTO_TCP, 23, 23, Policy::Maglev)
+        .share_ports(PROTO_TCP, 24, 24, Policy::RoundRobin);
+        let members: Vec<_> = [7u16, 3, 40, 0, 12, 63, 5, 9, 33, 21]
+            .into_iter()
+            .map(ProcessorId)
+            .collect();
+        for port in [23, 24, 80] {
+            let ms = if port == 80 {
+                &members[..1]
+            } else {
+                &members[..]
+            };
+            let mut one_by_one = ListenerTable::default();
+            let before = MAGLEV_BUILDS.with(|n| n.get());
+            for m in ms {
+                one_by_one.register(key(port), *m, &cfg).unwrap();
+            }
+            let by_register = MAGLEV_BUILDS.with(|n| n.get()) - before;
+            let mut restored = ListenerTable::default();
+            let before = MAGLEV_BUILDS.with(|n| n.get());
+            restored.restore_group(key(port), ms, &cfg).unwrap();
+            let by_restore = MAGLEV_BUILDS.with(|n| n.get()) - before;
+            assert_eq!(restored, one_by_one, "port {port}");
+            if port == 23 {
+                assert_eq!(by_register, ms.len());
+                assert_eq!(by_restore, 1, "the Maglev table is built once");
+            }
+            let picks = |t: &mut ListenerTable| -> Vec<_> {
+                let g = t.lookup_mut(PROTO_TCP, &[0; 16], port).unwrap();
+                (0..200).map(|n| g.pick(&tuple(n), &[], 9)).collect()
+            };
+            assert_eq!(picks(&mut restored), picks(&mut one_by_one));
+        }
+        // The same refusals as registering one by one.
+        let refuse = |port: u16, ms: &[u16]| {
+            let ms: Vec<_> = ms.iter().copied().map(ProcessorId).collect();
+            let mut a = ListenerTable::default();
+            let one = ms.iter().try_for_each(|m| a.register(key(port), *m, &cfg));
+            let mut b = ListenerTable::default();
+            (one, b.restore_group(key(port), &ms, &cfg))
+        };
+        for (port, ms, reason) in [
+            (23, &[1u16, 2, 1][..], RejectReason::AlreadyListening),
+            (80, &[1, 2][..], RejectReason::PortOwnedExclusively),
+            (80, &[1, 1][..], RejectReason::AlreadyListening),
+        ] {
+            assert_eq!(refuse(port, ms), (Err(reason), Err(reason)));
+        }
+        let small = Config {
+            max_listener_groups: 1,
+            ..cfg.clone()
+        };
+        let mut t = ListenerTable::default();
+        t.restore_group(key(23), &members, &small).unwrap();
+        assert_eq!(
+            t.restore_group(key(24), &members, &small),
+            Err(RejectReason::TooManyListenerGroups)
+        );
+        assert_eq!(t.restore_group(key(25), &[], &small), Ok(()));
+        assert_eq!(t.len(), 1);
     }
 }

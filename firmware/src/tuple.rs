@@ -92,6 +92,12 @@ impl FiveTuple {
     /// The table hash: three 64×64→128-bit multiply-folds over the packed tuple,
     /// seeded so that an adversary cannot precompute colliding tuples without
     /// the adapter's seed. Deterministic for a given seed.
+    ///
+    /// Every factor of every fold is `input ^ seed part ^ constant`, the seed
+    /// part being a different rotation of the seed: the input that makes a
+    /// factor zero (and so the fold zero, whatever the other factor) depends
+    /// on the seed, so no address chosen by a client collapses a fold for
+    /// every seed.
     #[inline]
     pub fn hash_with(&self, seed: u64) -> u64 {
         let w = |a: &Addr16, lo: usize| {
@@ -111,13 +117,16 @@ impl FiveTuple {
             | u64::from(self.protocol);
         let f1 = fold(
             w(&self.remote_addr, 0) ^ seed ^ K0,
-            w(&self.remote_addr, 8) ^ K1,
+            w(&self.remote_addr, 8) ^ seed.rotate_left(17) ^ K1,
         );
         let f2 = fold(
-            w(&self.local_addr, 0) ^ K2,
+            w(&self.local_addr, 0) ^ seed.rotate_left(41) ^ K2,
             w(&self.local_addr, 8) ^ seed.rotate_left(29) ^ K3,
         );
-        fold(f1 ^ ports, f2 ^ K4)
+        fold(
+            f1 ^ ports ^ seed.rotate_left(53),
+            f2 ^ seed.rotate_left(7) ^ K4,
+        )
     }
 
     /// A short display form: `tcp 198.18.5.7:40000 -> 198.18.0.10:80`.
@@ -200,7 +209,57 @@ mod tests {
             assert_ne!(v.hash_with(1), h, "{}", v.describe());
         }
         assert_ne!(t.hash_with(2), h);
-        assert_eq!(t.hash_with(1), h);
+        // Pinned: every adapter of a cluster must compute the same hash (Maglev
+        // picks are replicated), whatever its byte order or build.
+        assert_eq!(h, 0x0467_2665_7cbb_5f0c, "hash_with(1) = {h:#018x}");
+        assert_eq!(
+            t.hash_with(0x5eed_f11e_7e12_0001),
+            0x6dcd_6494_8faf_0940,
+            "hash_with(default) = {:#018x}",
+            t.hash_with(0x5eed_f11e_7e12_0001)
+        );
         assert_eq!(t.describe(), "tcp 198.18.5.7:40000 -> 198.18.0.10:80");
+    }
+
+    /// With the constants alone in a factor, a client whose IPv6 interface ID
+    /// (address bytes 8..16, read little-endian) equals `K1` zeroed the first
+    /// fold for every seed, so all such clients collided whatever the seed;
+    /// likewise a local address whose first half equals `K2`.
+    #[test]
+    fn no_address_collapses_a_fold_for_every_seed() {
+        let base = FiveTuple::tcp(
+            "2001:db8::7".parse().unwrap(),
+            40000,
+            "2001:db8::10".parse().unwrap(),
+            80,
+        );
+        for seed in [1u64, 0x5eed_f11e_7e12_0001] {
+            let mut remote_side = std::collections::BTreeSet::new();
+            let mut local_side = std::collections::BTreeSet::new();
+            for n in 0..64u64 {
+                let mut remote = base.remote_addr;
+                remote[..8].copy_from_slice(&(0x2001_0db8_0000_0000 + n).to_be_bytes());
+                remote[8..].copy_from_slice(&K1.to_le_bytes());
+                remote_side.insert(
+                    FiveTuple {
+                        remote_addr: remote,
+                        ..base
+                    }
+                    .hash_with(seed),
+                );
+                let mut local = base.local_addr;
+                local[..8].copy_from_slice(&K2.to_le_bytes());
+                local[8..].copy_from_slice(&(0x10 + n).to_be_bytes());
+                local_side.insert(
+                    FiveTuple {
+                        local_addr: local,
+                        ..base
+                    }
+                    .hash_with(seed),
+                );
+            }
+            assert_eq!(remote_side.len(), 64, "seed {seed:#x}");
+            assert_eq!(local_side.len(), 64, "seed {seed:#x}");
+        }
     }
 }

@@ -213,3 +213,42 @@ fn a_down_processor_cannot_send_requests() {
         })
     ));
 }
+
+/// A tuple that goes provisional → established → orphaned → gone → provisional
+/// again leaves stale entries in both expiry queues; each queue expires only
+/// entries still in its state with its deadline.
+#[test]
+fn stale_expiry_entries_expire_nothing() {
+    let cfg = Config {
+        syn_timeout: Duration::from_millis(500),
+        orphan_linger: Duration::from_millis(300),
+        ..shared_config()
+    };
+    let mut h = listening(cfg, 23, &[1, 2]);
+    h.expect_delivered_to(&syn(0, 23), 1).unwrap(); // provisional, due at 500
+    h.advance(Duration::from_millis(100));
+    h.control(1, ControlMessage::AddConnection(tuple(0, 23)))
+        .unwrap();
+    h.control(2, ControlMessage::ProcessorDown(ProcessorId(1)))
+        .unwrap(); // orphaned, due at 400
+    h.advance(Duration::from_millis(300));
+    let fw = h.firmware();
+    assert!(fw.connection(&tuple(0, 23)).is_none());
+    assert_eq!(fw.counters().orphans_expired, 1);
+    assert_eq!(fw.counters().provisional_expired, 0);
+    assert_eq!((fw.established_count(), fw.provisional_count()), (0, 0));
+    // The client retries at 450: a new provisional entry, due at 950.
+    h.advance(Duration::from_millis(50));
+    h.expect_delivered_to(&syn(0, 23), 2).unwrap();
+    // The first SYN's queue entry (500) finds a different deadline.
+    h.advance(Duration::from_millis(50));
+    assert_eq!(h.firmware().provisional_count(), 1);
+    assert_eq!(h.firmware().counters().provisional_expired, 0);
+    h.advance(Duration::from_millis(450));
+    let fw = h.firmware();
+    assert!(fw.connection(&tuple(0, 23)).is_none());
+    assert_eq!(fw.counters().provisional_expired, 1);
+    assert_eq!(fw.counters().orphans_expired, 1);
+    assert_eq!((fw.established_count(), fw.provisional_count()), (0, 0));
+    assert_eq!(fw.poll_at(), None);
+}

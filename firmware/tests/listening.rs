@@ -141,3 +141,63 @@ fn udp_is_exclusive_or_round_robin_per_datagram() {
         "UDP creates no connection entries"
     );
 }
+
+/// An IPv6 fragment: Ethernet + IPv6 header (next header 44) + Fragment header
+/// (next header 60, destination options) + `rest`.
+fn ipv6_fragment(ident: u32, offset: u16, more: bool, rest: &[u8]) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 0x10, 2, 0, 0, 0, 0, 0x01, 0x86, 0xdd];
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&((8 + rest.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[44, 64]);
+    f.extend_from_slice(&addr16("2001:db8::7".parse().unwrap()));
+    f.extend_from_slice(&addr16("2001:db8::10".parse().unwrap()));
+    f.extend_from_slice(&[60, 0]);
+    f.extend_from_slice(&(offset | u16::from(more)).to_be_bytes());
+    f.extend_from_slice(&ident.to_be_bytes());
+    f.extend_from_slice(rest);
+    f
+}
+
+#[test]
+fn ipv6_later_fragment_follows_its_first_past_destination_options() {
+    let cfg = Config::default().share_ports(PROTO_UDP, 5000, 5000, Policy::RoundRobin);
+    let mut h = snet_firmware::kit::Harness::new(cfg).unwrap();
+    for p in [1, 2, 3] {
+        h.control(
+            p,
+            ControlMessage::RegisterListener(ListenerKey {
+                protocol: PROTO_UDP,
+                addr: None,
+                port: 5000,
+            }),
+        )
+        .unwrap();
+    }
+    // First fragment: destination options (next header UDP, PadN), then the
+    // UDP header and 16 bytes of data; 32 bytes after the Fragment header.
+    let mut first = vec![17, 0, 1, 4, 0, 0, 0, 0];
+    first.extend_from_slice(&40000u16.to_be_bytes());
+    first.extend_from_slice(&5000u16.to_be_bytes());
+    first.extend_from_slice(&40u16.to_be_bytes());
+    first.extend_from_slice(&[0, 0]);
+    first.extend_from_slice(&[0x5a; 16]);
+    let first = ipv6_fragment(0x1234_5678, 0, true, &first);
+    let later = ipv6_fragment(0x1234_5678, 32, false, &[0x5a; 8]);
+    h.expect_delivered_to(&first, 1).unwrap();
+    h.expect_delivered_to(&later, 1).unwrap();
+    assert_eq!(h.firmware().counters().fragments_followed, 1);
+    // Another packet of the same client goes to the next member, all of it.
+    let first2 = {
+        let mut b = vec![17, 0, 1, 4, 0, 0, 0, 0];
+        b.extend_from_slice(&40000u16.to_be_bytes());
+        b.extend_from_slice(&5000u16.to_be_bytes());
+        b.extend_from_slice(&40u16.to_be_bytes());
+        b.extend_from_slice(&[0, 0]);
+        b.extend_from_slice(&[0x5a; 16]);
+        ipv6_fragment(0x1234_5679, 0, true, &b)
+    };
+    h.expect_delivered_to(&first2, 2).unwrap();
+    h.expect_delivered_to(&ipv6_fragment(0x1234_5679, 32, false, &[0x5a; 8]), 2)
+        .unwrap();
+    h.expect_delivered_to(&later, 1).unwrap();
+}

@@ -550,6 +550,30 @@ proptest! {
         }
     }
 
+    /// The same with a tree that has a `listeners` node and no `connections`
+    /// node before it, and an established connection in the table: repeated
+    /// SYNs must neither replace entries nor leak provisional counts.
+    #[test]
+    fn listeners_without_connections_keep_the_invariants(
+        frames in proptest::collection::vec(prop_oneof![mutated(), (0u16..4).prop_map(|n| syn(n, 23))], 1..40),
+    ) {
+        use snet_firmware::filter::{FilterTree, NodeSpec};
+        let mut fw = fresh(Config { provisional_capacity: 4, ..shared_config() });
+        let tree = FilterTree::compile("listeners-only", &NodeSpec::listeners(NodeSpec::Master))
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        fw.set_filter(Box::new(tree));
+        let add = Envelope::new(ProcessorId(5), ControlMessage::AddConnection(tuple(1, 23)));
+        fw.apply(&add.to_bytes(), Instant::ZERO).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for (i, f) in frames.iter().enumerate() {
+            invariants::check_frame(&mut fw, f, Instant::from_millis(i as u64 * 300)).map_err(TestCaseError::fail)?;
+            let e = fw.connection(&tuple(1, 23));
+            prop_assert_eq!(e.map(|e| (e.owner, e.state)), Some((ProcessorId(5), snet_firmware::conntable::EntryState::Established)));
+        }
+        fw.poll(Instant::from_millis(3_600_000));
+        prop_assert_eq!(fw.provisional_count(), 0);
+        prop_assert_eq!(fw.connections().len(), 1);
+    }
+
     /// Batched classification gives the same verdicts and counters.
     #[test]
     fn batch_equals_one_by_one(frames in proptest::collection::vec(mutated(), 1..70)) {

@@ -197,3 +197,45 @@ fn move_connection_hands_off_to_another_processor() {
         .unwrap();
     h.expect_master(&ack(0, 23)).unwrap();
 }
+
+/// A tree with a `listeners` node but no `connections` node before it: a
+/// retransmitted SYN must reach the processor its first copy reached and must
+/// not create a second provisional entry; a SYN for an established tuple goes
+/// to its owner and leaves the entry alone.
+#[test]
+fn listeners_without_connections_never_replace_an_entry() {
+    use snet_firmware::filter::{FilterTree, NodeSpec};
+    let cfg = Config {
+        syn_timeout: Duration::from_millis(500),
+        ..shared_config()
+    };
+    let tree =
+        FilterTree::compile("listeners-only", &NodeSpec::listeners(NodeSpec::Master)).unwrap();
+    let mut h = listening(cfg, 23, &[1, 2, 3]).with_filter(Box::new(tree));
+    // P3 owns an established connection from client 9.
+    h.control(3, ControlMessage::AddConnection(tuple(9, 23)))
+        .unwrap();
+    h.expect_delivered_to(&syn(0, 23), 1).unwrap();
+    for _ in 0..10 {
+        h.expect_delivered_to(&syn(0, 23), 1).unwrap();
+        assert_eq!(h.firmware().provisional_count(), 1);
+    }
+    assert_eq!(h.firmware().counters().provisional_created, 1);
+    // A SYN on the established tuple goes to its owner; nothing changes.
+    for _ in 0..3 {
+        h.expect_delivered_to(&syn(9, 23), 3).unwrap();
+    }
+    let established = h.firmware().connection(&tuple(9, 23)).unwrap();
+    assert_eq!(established.owner, ProcessorId(3));
+    assert_eq!(established.state, EntryState::Established);
+    assert_eq!(h.firmware().provisional_count(), 1);
+    assert_eq!(h.firmware().established_count(), 1);
+    // The single provisional entry expires; the count returns to zero.
+    h.advance(Duration::from_millis(500));
+    assert_eq!(h.firmware().provisional_count(), 0);
+    assert_eq!(h.firmware().connections().len(), 1);
+    assert_eq!(h.firmware().counters().provisional_expired, 1);
+    assert_eq!(h.firmware().connection(&tuple(9, 23)).unwrap(), established);
+    // New connections still get their turn (P2 was next after P1).
+    h.expect_delivered_to(&syn(1, 23), 2).unwrap();
+}

@@ -241,3 +241,53 @@ fn unauthorised_and_malformed_messages_are_counted() {
     );
     assert_eq!(fw.counters().rejected(RejectReason::Malformed), 2);
 }
+
+/// A dump may not hand an established connection to a processor it marks
+/// down: as bytes it is malformed, as a decoded message it is a bad dump;
+/// both are counted and change nothing.
+#[test]
+fn dump_with_established_connection_of_a_down_processor_is_refused() {
+    use snet_firmware::conntable::EntryState;
+    use snet_firmware::control::ControlParseError;
+    let mut h = listening(config(), 23, &[1, 2, 3]);
+    h.control(2, ControlMessage::AddConnection(tuple(0, 23)))
+        .unwrap();
+    let mut snap = h.firmware().snapshot();
+    snap.live[2] = false;
+    snap.listeners[0].1.retain(|p| *p != ProcessorId(2));
+    assert_eq!(
+        snap.connections,
+        vec![(tuple(0, 23), ProcessorId(2), EntryState::Established)]
+    );
+    let mut target = Firmware::new(config()).unwrap();
+    let before = target.snapshot();
+    let bytes = Envelope::new(ProcessorId(0), ControlMessage::TableDump(snap.clone())).to_bytes();
+    assert_eq!(
+        target.apply(&bytes, Instant::ZERO),
+        Err(ControlError::Parse(
+            ControlParseError::EstablishedOwnerDown(2)
+        ))
+    );
+    assert_eq!(target.counters().rejected(RejectReason::Malformed), 1);
+    let r = target.apply_envelope(
+        &Envelope::new(ProcessorId(0), ControlMessage::TableDump(snap.clone())),
+        Instant::ZERO,
+    );
+    assert!(
+        matches!(
+            r,
+            Err(ControlError::Rejected {
+                reason: RejectReason::BadDump,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(target.counters().rejected(RejectReason::BadDump), 1);
+    assert_eq!(target.snapshot(), before);
+    // The same dump with the connection orphaned is accepted.
+    snap.connections[0].2 = EntryState::Orphaned;
+    let bytes = Envelope::new(ProcessorId(0), ControlMessage::TableDump(snap.clone())).to_bytes();
+    target.apply(&bytes, Instant::ZERO).unwrap();
+    assert_eq!(target.snapshot(), snap);
+}

@@ -13,6 +13,7 @@ use snet_firmware::filter::FilterTree;
 use snet_firmware::kit::{PacketBuilder, pcap, test_run};
 use snet_firmware::listener::ListenerKey;
 use snet_firmware::tuple::{PROTO_TCP, PROTO_UDP};
+use snet_firmware::wire::builder::MAX_PAYLOAD;
 use snet_firmware::wire::{VlanPolicy, tcp_flags};
 use snet_firmware::{Config, Firmware, Instant, Policy, ProcessorId};
 
@@ -154,19 +155,7 @@ pub fn parse_frame_spec(spec: &str) -> Result<Vec<u8>, String> {
             .ok_or_else(|| format!("frame `{spec}`: option `{opt}` is not KEY=VALUE"))?;
         b = match k {
             "flags" => {
-                let mut f = 0;
-                for name in v.split(',') {
-                    f |= match name {
-                        "syn" => tcp_flags::SYN,
-                        "ack" => tcp_flags::ACK,
-                        "fin" => tcp_flags::FIN,
-                        "rst" => tcp_flags::RST,
-                        "psh" => tcp_flags::PSH,
-                        "urg" => tcp_flags::URG,
-                        other => return Err(format!("frame `{spec}`: unknown TCP flag `{other}`")),
-                    };
-                }
-                b.flags(f)
+                b.flags(tcp_flags::parse(v, ',').map_err(|e| format!("frame `{spec}`: {e}"))?)
             }
             "vlan" => b.vlan(
                 v.parse()
@@ -176,6 +165,12 @@ pub fn parse_frame_spec(spec: &str) -> Result<Vec<u8>, String> {
                 let n: usize = v
                     .parse()
                     .map_err(|_| format!("frame `{spec}`: `{v}` is not a length"))?;
+                // Checked before the payload is allocated.
+                if n > MAX_PAYLOAD {
+                    return Err(format!(
+                        "frame `{spec}`: payload of {n} bytes is longer than {MAX_PAYLOAD}"
+                    ));
+                }
                 b.payload(&vec![0x5a; n])
             }
             other => {
@@ -348,11 +343,62 @@ mod tests {
             "tcp",
             "sctp a b",
             "tcp 198.18.5.7:1 198.18.0.10:80 flags=xmas",
+            "tcp 198.18.5.7:1 198.18.0.10:80 vlan=4095",
+            "tcp 198.18.5.7:1 198.18.0.10:80 vlan=5000",
             "udp 198.18.5.7:1 [2001:db8::1]:2",
             "icmp x y",
         ] {
             assert!(parse_frame_spec(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn oversized_payload_is_refused_before_allocating() {
+        let max = format!("udp 198.18.5.7:1 198.18.0.10:53 payload={MAX_PAYLOAD}");
+        assert!(parse_frame_spec(&max).is_ok());
+        for n in [MAX_PAYLOAD + 1, usize::MAX] {
+            let spec = format!("udp 198.18.5.7:1 198.18.0.10:53 payload={n}");
+            let e = parse_frame_spec(&spec).unwrap_err();
+            assert!(
+                e.contains(&format!(
+                    "payload of {n} bytes is longer than {MAX_PAYLOAD}"
+                )),
+                "{e}"
+            );
+        }
+        let args = FilterArgs {
+            tree: None,
+            pcap: None,
+            frames: vec![format!(
+                "udp 198.18.5.7:1 198.18.0.10:53 payload={}",
+                usize::MAX
+            )],
+            listens: Vec::new(),
+            shares: Vec::new(),
+            processors: 4,
+            accept_vlan: false,
+            repeat: 0,
+            expects: Vec::new(),
+            json: false,
+        };
+        assert_eq!(run(&args), crate::EXIT_USAGE);
+    }
+
+    #[test]
+    fn frame_spec_flags_read_like_tree_flags() {
+        use snet_firmware::filter::Field;
+        use snet_firmware::wire::{ParseOptions, parse_frame};
+        let f = parse_frame_spec("tcp 198.18.5.7:1 198.18.0.10:80 flags=syn,ack,psh").unwrap();
+        let p = parse_frame(&f, &ParseOptions::default()).unwrap();
+        assert_eq!(
+            Field::TcpFlags.value(&p),
+            Field::TcpFlags.parse_literal(&"syn|ack|psh".into()).ok()
+        );
+        let e = parse_frame_spec("tcp 198.18.5.7:1 198.18.0.10:80 flags=syn,xmas").unwrap_err();
+        assert!(
+            e.ends_with("`xmas` is not a TCP flag (fin, syn, rst, psh, ack, urg)"),
+            "{e}"
+        );
     }
 
     #[test]

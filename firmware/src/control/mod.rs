@@ -239,6 +239,10 @@ pub enum ControlParseError {
     /// A dump's records are inconsistent.
     #[error("table dump: {0}")]
     BadDump(&'static str),
+    /// A dump lists an established connection owned by a processor it marks
+    /// down (a processor's connections are orphaned when it goes down).
+    #[error("table dump: established connection owned by processor {0}, which the dump marks down")]
+    EstablishedOwnerDown(u16),
 }
 
 macro_rules! reject_reasons {

@@ -34,6 +34,10 @@ pub struct TableSnapshot {
 }
 
 const NO_CAPACITY: u32 = u32::MAX;
+/// Smallest listener record: the [`WireListener`], the member count and one member.
+const MIN_LISTENER_RECORD: usize = core::mem::size_of::<WireListener>() + 2 + 2;
+/// Most records of one kind reserved up front; longer lists grow as they are read.
+const PREALLOC_RECORDS: usize = 4096;
 
 struct Reader<'a> {
     buf: &'a [u8],
@@ -91,32 +95,52 @@ impl TableSnapshot {
         };
         let nl = h.listener_count.get() as usize;
         let nc = h.connection_count.get() as usize;
-        if nl > r.buf.len() / 26 || nc > r.buf.len() / core::mem::size_of::<WireConnection>() {
+        // Both record lists together must fit in what is left of the body
+        // before anything is allocated for them.
+        let need = nl
+            .checked_mul(MIN_LISTENER_RECORD)
+            .zip(nc.checked_mul(core::mem::size_of::<WireConnection>()))
+            .and_then(|(a, b)| a.checked_add(b));
+        if need.is_none_or(|n| n > r.buf.len()) {
             return Err(ControlParseError::BadDump("record counts exceed the body"));
         }
-        let mut listeners: Vec<(ListenerKey, Vec<ProcessorId>)> = Vec::with_capacity(nl);
+        let mut listeners: Vec<(ListenerKey, Vec<ProcessorId>)> =
+            Vec::with_capacity(nl.min(PREALLOC_RECORDS));
+        // Processors seen in the current group, one bit each; cleared after
+        // each group by walking its members, so the duplicate check is linear.
+        let mut seen = vec![0u64; count.div_ceil(64)];
         for _ in 0..nl {
-            let wl = WireListener::read_from_bytes(r.take(24, "truncated listener record")?)
-                .map_err(|_| ControlParseError::BadDump("listener record"))?;
+            let wl = WireListener::read_from_bytes(r.take(
+                core::mem::size_of::<WireListener>(),
+                "truncated listener record",
+            )?)
+            .map_err(|_| ControlParseError::BadDump("listener record"))?;
             let key = wl.key()?;
             let n = usize::from(r.u16("truncated member count")?);
             if n == 0 {
                 return Err(ControlParseError::BadDump("listener group without members"));
             }
+            let list = r.take(2 * n, "truncated member list")?;
             let mut members = Vec::with_capacity(n);
-            for _ in 0..n {
-                let p = r.u16("truncated member list")?;
-                if usize::from(p) >= count || !live[usize::from(p)] {
+            for c in list.chunks_exact(2) {
+                let p = u16::from_be_bytes([c[0], c[1]]);
+                let i = usize::from(p);
+                if i >= count || !live[i] {
                     return Err(ControlParseError::BadDump(
                         "listener member is not a live processor",
                     ));
                 }
-                if members.contains(&ProcessorId(p)) {
+                let bit = 1u64 << (i % 64);
+                if seen[i / 64] & bit != 0 {
                     return Err(ControlParseError::BadDump(
                         "processor listed twice in a group",
                     ));
                 }
+                seen[i / 64] |= bit;
                 members.push(ProcessorId(p));
+            }
+            for m in &members {
+                seen[usize::from(m.0) / 64] &= !(1u64 << (m.0 % 64));
             }
             if listeners.last().is_some_and(|(k, _)| *k >= key) {
                 return Err(ControlParseError::BadDump(
@@ -125,7 +149,8 @@ impl TableSnapshot {
             }
             listeners.push((key, members));
         }
-        let mut connections: Vec<(FiveTuple, ProcessorId, EntryState)> = Vec::with_capacity(nc);
+        let mut connections: Vec<(FiveTuple, ProcessorId, EntryState)> =
+            Vec::with_capacity(nc.min(PREALLOC_RECORDS));
         for _ in 0..nc {
             let wc = WireConnection::read_from_bytes(r.take(
                 core::mem::size_of::<WireConnection>(),
@@ -150,6 +175,9 @@ impl TableSnapshot {
                 return Err(ControlParseError::BadDump(
                     "connection owner is not a processor",
                 ));
+            }
+            if state == EntryState::Established && !live[usize::from(owner)] {
+                return Err(ControlParseError::EstablishedOwnerDown(owner));
             }
             if connections.last().is_some_and(|(t, _, _)| *t >= tuple) {
                 return Err(ControlParseError::BadDump(
@@ -264,6 +292,19 @@ mod tests {
         let mut b = Vec::new();
         s.emit(&mut b);
         assert_eq!(TableSnapshot::parse(&b).unwrap(), s);
+    }
+
+    #[test]
+    fn established_connection_of_a_down_processor_is_rejected() {
+        let mut bad = sample();
+        // P0 is down in the sample; its connection may be orphaned, not established.
+        bad.connections[1].2 = EntryState::Established;
+        let mut b = Vec::new();
+        bad.emit(&mut b);
+        assert_eq!(
+            TableSnapshot::parse(&b),
+            Err(ControlParseError::EstablishedOwnerDown(0))
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::Stages;
 use crate::tuple::{addr16, ip_of, is_v4_mapped};
 use crate::verdict::{DropReason, ProcessorId, QueueId, Verdict};
-use crate::wire::ParsedFrame;
+use crate::wire::{ParsedFrame, tcp_flags};
 
 /// Deepest tree accepted.
 pub const MAX_DEPTH: usize = 64;
@@ -139,25 +139,9 @@ impl Field {
                 .map_err(|_| format!("`{s}` is not an IP address")),
             Field::SrcMac | Field::DstMac => parse_mac(s)
                 .ok_or_else(|| format!("`{s}` is not a MAC address like 02:00:00:00:00:01")),
-            Field::TcpFlags => {
-                let mut v = 0u128;
-                for part in s.split('|') {
-                    v |= match part.trim() {
-                        "fin" => 0x01,
-                        "syn" => 0x02,
-                        "rst" => 0x04,
-                        "psh" => 0x08,
-                        "ack" => 0x10,
-                        "urg" => 0x20,
-                        other => {
-                            return Err(format!(
-                                "`{other}` is not a TCP flag (fin, syn, rst, psh, ack, urg)"
-                            ));
-                        }
-                    };
-                }
-                Ok(v)
-            }
+            Field::TcpFlags => tcp_flags::parse(s, '|')
+                .map(u128::from)
+                .map_err(|e| e.to_string()),
             _ => s
                 .parse::<u128>()
                 .map_err(|_| format!("`{s}` is not a value of {}", self.name())),
@@ -502,26 +486,45 @@ impl TryFrom<RawCase> for CaseSpec {
 
     fn try_from(r: RawCase) -> Result<Self, String> {
         let f = r.field;
-        let mut arms = Vec::with_capacity(r.arms.len());
-        for a in r.arms {
-            let v = f
-                .parse_literal(&a.value)
-                .map_err(|e| format!("case on `{}`: {e}", f.name()))?;
-            if arms.iter().any(|(x, _)| *x == v) {
-                return Err(format!(
-                    "case on `{}`: value {:?} appears twice",
-                    f.name(),
-                    a.value
-                ));
-            }
-            arms.push((v, a.then));
+        let values = r
+            .arms
+            .iter()
+            .map(|a| {
+                f.parse_literal(&a.value)
+                    .map_err(|e| format!("case on `{}`: {e}", f.name()))
+            })
+            .collect::<Result<Vec<u128>, String>>()?;
+        if let Some(i) = first_repeated(&values) {
+            return Err(format!(
+                "case on `{}`: value {:?} appears twice",
+                f.name(),
+                r.arms[i].value
+            ));
         }
+        let arms = values
+            .into_iter()
+            .zip(r.arms)
+            .map(|(v, a)| (v, a.then))
+            .collect();
         Ok(CaseSpec {
             field: f,
             arms,
             default: r.default,
         })
     }
+}
+
+/// The position of the first case value an earlier one repeats. Positions
+/// are sorted by value (stably, so equal values keep their order), then
+/// compared with their neighbours: linear after the sort.
+fn first_repeated(values: &[u128]) -> Option<usize> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by_key(|&i| values[i]);
+    order
+        .windows(2)
+        .filter(|w| values[w[0]] == values[w[1]])
+        .map(|w| w[1])
+        .min()
 }
 
 impl From<CaseSpec> for RawCase {
@@ -881,14 +884,15 @@ impl FilterTree {
                 }
             }
             NodeSpec::Case(s) => {
+                let values: Vec<u128> = s.arms.iter().map(|a| a.0).collect();
+                if let Some(i) = first_repeated(&values) {
+                    return Err(TreeError::DuplicateArm {
+                        field: s.field.name(),
+                        value: s.arms[i].0,
+                    });
+                }
                 let mut arms = Vec::with_capacity(s.arms.len());
                 for (v, n) in &s.arms {
-                    if arms.iter().any(|(x, _)| x == v) {
-                        return Err(TreeError::DuplicateArm {
-                            field: s.field.name(),
-                            value: *v,
-                        });
-                    }
                     arms.push((*v, self.add(n, depth + 1)?));
                 }
                 arms.sort_unstable_by_key(|a| a.0);
@@ -1013,6 +1017,33 @@ mod tests {
         let yaml = FilterTree::to_yaml("builtin", &FilterTree::builtin_spec());
         let back = FilterTree::from_yaml(&yaml).unwrap();
         assert_eq!(back, FilterTree::builtin());
+    }
+
+    #[test]
+    fn a_repeated_case_value_is_found_once_whatever_the_order() {
+        assert_eq!(first_repeated(&[]), None);
+        assert_eq!(first_repeated(&[5, 3, 9]), None);
+        assert_eq!(first_repeated(&[1, 2, 3, 2, 1]), Some(3));
+        assert_eq!(first_repeated(&[7, 4, 4, 7, 7]), Some(2));
+        let many: Vec<u128> = (0..50_000u128).chain([49_999, 3]).collect();
+        assert_eq!(first_repeated(&many), Some(50_000));
+        let arms = |vs: &[u128]| -> Vec<(u128, NodeSpec)> {
+            vs.iter().map(|v| (*v, NodeSpec::Master)).collect()
+        };
+        let spec = NodeSpec::case(Field::DstPort, arms(&[80, 23, 443, 23, 80]), NodeSpec::Drop);
+        assert_eq!(
+            FilterTree::compile("dup", &spec),
+            Err(TreeError::DuplicateArm {
+                field: "dst_port",
+                value: 23
+            })
+        );
+        let yaml = "name: dup\nroot:\n  case:\n    field: ip_protocol\n    arms:\n      - { value: 6, then: master }\n      - { value: udp, then: drop }\n      - { value: tcp, then: drop }\n    default: drop\n";
+        let err = FilterTree::from_yaml(yaml).unwrap_err().to_string();
+        assert!(
+            err.contains("case on `ip_protocol`: value Text(\"tcp\") appears twice"),
+            "{err}"
+        );
     }
 
     #[test]

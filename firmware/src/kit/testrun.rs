@@ -64,18 +64,7 @@ pub fn describe_frame(frame: &[u8]) -> String {
         .unwrap_or_default();
     match (ip.protocol, ip.transport) {
         (PROTO_TCP, Some(t)) => {
-            let f = t.tcp.map(|t| t.flags).unwrap_or(0);
-            let names: String = [
-                (tcp_flags::SYN, 'S'),
-                (tcp_flags::FIN, 'F'),
-                (tcp_flags::RST, 'R'),
-                (tcp_flags::PSH, 'P'),
-                (tcp_flags::ACK, '.'),
-            ]
-            .iter()
-            .filter(|(b, _)| f & b != 0)
-            .map(|(_, c)| *c)
-            .collect();
+            let names = tcp_flags::letters(t.tcp.map(|t| t.flags).unwrap_or(0));
             format!(
                 "tcp {s}:{} > {d}:{} [{names}]{frag}{vlan}",
                 t.src_port, t.dst_port

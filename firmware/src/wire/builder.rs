@@ -37,8 +37,8 @@ pub enum BuildError {
     /// ARP is IPv4 only.
     #[error("ARP needs IPv4 addresses")]
     ArpNeedsIpv4,
-    /// VLAN ID out of range.
-    #[error("VLAN ID {vid} is outside 0..=4095")]
+    /// VLAN ID out of range (4095 is reserved).
+    #[error("VLAN ID {vid} is outside 0..=4094")]
     BadVlanId {
         /// The VLAN ID.
         vid: u16,
@@ -79,10 +79,16 @@ pub struct PacketBuilder {
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
     vlan_tci: Option<u16>,
+    /// A VLAN ID given to [`PacketBuilder::vlan`] that is not one (≥ 4095).
+    bad_vid: Option<u16>,
     hop_limit: u8,
     ident: u32,
     payload: Vec<u8>,
 }
+
+/// Longest payload a built frame may carry (its IP packet stays under 65535
+/// bytes whatever the headers).
+pub const MAX_PAYLOAD: usize = 65_000;
 
 /// Default client-side MAC of built frames.
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -100,6 +106,7 @@ impl PacketBuilder {
             src_mac: CLIENT_MAC,
             dst_mac: ADAPTER_MAC,
             vlan_tci: None,
+            bad_vid: None,
             hop_limit: 64,
             ident: 1,
             payload: Vec::new(),
@@ -175,14 +182,23 @@ impl PacketBuilder {
         self
     }
 
-    /// Tags the frame with VLAN `vid` (priority 0).
+    /// Tags the frame with VLAN `vid` (priority 0). A VID of 4095 or more
+    /// is not taken as a tag: building then fails with
+    /// [`BuildError::BadVlanId`].
     pub fn vlan(mut self, vid: u16) -> Self {
-        self.vlan_tci = Some(vid);
+        if vid >= 0x0fff {
+            self.bad_vid = Some(vid);
+            self.vlan_tci = None;
+        } else {
+            self.bad_vid = None;
+            self.vlan_tci = Some(vid);
+        }
         self
     }
 
     /// Sets the whole VLAN tag control information (or removes the tag).
     pub fn vlan_tci(mut self, tci: Option<u16>) -> Self {
+        self.bad_vid = None;
         self.vlan_tci = tci;
         self
     }
@@ -292,12 +308,15 @@ impl PacketBuilder {
                 dst: self.dst,
             });
         }
+        if let Some(vid) = self.bad_vid {
+            return Err(BuildError::BadVlanId { vid });
+        }
         if let Some(tci) = self.vlan_tci {
             if tci & 0x0fff == 0x0fff {
                 return Err(BuildError::BadVlanId { vid: tci & 0x0fff });
             }
         }
-        if self.payload.len() > 65_000 {
+        if self.payload.len() > MAX_PAYLOAD {
             return Err(BuildError::PayloadTooLarge {
                 len: self.payload.len(),
             });
@@ -549,6 +568,37 @@ mod tests {
             assert_eq!(last.offset_bytes, 96);
             assert_eq!(last.ident, 77);
         }
+    }
+
+    #[test]
+    fn vlan_ids_from_4095_are_refused_not_changed() {
+        let b = PacketBuilder::tcp(
+            "198.18.5.7:1".parse().unwrap(),
+            "198.18.0.10:2".parse().unwrap(),
+        );
+        let opts = ParseOptions {
+            vlan: VlanPolicy::Accept(Vec::new()),
+            ..Default::default()
+        };
+        for vid in [0u16, 1, 4094] {
+            let f = b.clone().vlan(vid).build().unwrap();
+            assert_eq!(parse_frame(&f, &opts).unwrap().vlan_id(), Some(vid));
+        }
+        for vid in [4095u16, 4096, 0x1064, u16::MAX] {
+            assert_eq!(
+                b.clone().vlan(vid).build(),
+                Err(BuildError::BadVlanId { vid })
+            );
+            assert_eq!(
+                b.clone().vlan(vid).build_fragments(8),
+                Err(BuildError::BadVlanId { vid })
+            );
+            // A later valid tag replaces the bad one.
+            assert!(b.clone().vlan(vid).vlan(7).build().is_ok());
+        }
+        // The whole TCI, priority bits included, is still settable.
+        let f = b.clone().vlan_tci(Some(0xe064)).build().unwrap();
+        assert_eq!(parse_frame(&f, &opts).unwrap().vlan_id(), Some(100));
     }
 
     #[test]

@@ -10,10 +10,11 @@
 //! ## Fragments
 //! A first fragment (offset 0, more-fragments set) carries the ports and is
 //! classified like any segment; the firmware records the verdict under the
-//! fragment key (addresses, protocol, identification) for a short time, and
-//! later fragments (offset > 0, no ports) follow it. A later fragment with no
-//! recorded decision (it overtook the first, or the record expired) goes to the
-//! master processor, which reassembles. A first fragment too short to hold the
+//! fragment key (addresses, IPv4 protocol or IPv6 Fragment next header,
+//! identification) for a short time, and later fragments (offset > 0, no
+//! ports) follow it. A later fragment with no recorded decision (it overtook
+//! the first, or the record expired) goes to the master processor, which
+//! reassembles. A first fragment too short to hold the
 //! whole TCP header, a TCP fragment at offset 8 (RFC 1858) and a fragment that
 //! would end past 65535 bytes are dropped.
 
@@ -52,6 +53,45 @@ pub mod tcp_flags {
     pub const ACK: u8 = 0x10;
     /// URG.
     pub const URG: u8 = 0x20;
+
+    /// Every flag and its name, in bit order.
+    pub const NAMES: [(u8, &str); 6] = [
+        (FIN, "fin"),
+        (SYN, "syn"),
+        (RST, "rst"),
+        (PSH, "psh"),
+        (ACK, "ack"),
+        (URG, "urg"),
+    ];
+
+    /// A name that is not one of [`NAMES`].
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    #[error("`{0}` is not a TCP flag (fin, syn, rst, psh, ack, urg)")]
+    pub struct UnknownFlag(pub String);
+
+    /// The flags named in `text`, names separated by `sep` (`syn|ack` in
+    /// filter trees, `syn,ack` in frame specs); spaces around a name are
+    /// ignored.
+    pub fn parse(text: &str, sep: char) -> Result<u8, UnknownFlag> {
+        text.split(sep).try_fold(0, |flags, name| {
+            let name = name.trim();
+            NAMES
+                .iter()
+                .find(|(_, n)| *n == name)
+                .map(|(bit, _)| flags | bit)
+                .ok_or_else(|| UnknownFlag(name.to_string()))
+        })
+    }
+
+    /// tcpdump-style letters of `flags`: `S`, `F`, `R`, `P` and `.` (ACK),
+    /// in that order.
+    pub fn letters(flags: u8) -> String {
+        [(SYN, 'S'), (FIN, 'F'), (RST, 'R'), (PSH, 'P'), (ACK, '.')]
+            .iter()
+            .filter(|(bit, _)| flags & bit != 0)
+            .map(|(_, c)| *c)
+            .collect()
+    }
 }
 
 /// What to do with VLAN-tagged frames.
@@ -96,6 +136,12 @@ pub struct Fragment {
     pub offset_bytes: u16,
     /// More fragments follow.
     pub more: bool,
+    /// The protocol that identifies the fragmented packet: the IPv4 protocol
+    /// field, or the next header of the IPv6 Fragment header (which may be
+    /// another extension header rather than the upper-layer protocol; only
+    /// the first fragment carries what follows it). The same in every
+    /// fragment of a packet, unlike [`IpInfo::protocol`].
+    pub next_header: u8,
 }
 
 /// TCP details the filter and the reset builder need.
@@ -293,6 +339,7 @@ fn parse_ipv4(buf: &[u8], opts: &ParseOptions) -> Result<IpInfo, DropReason> {
         ident: u32::from(pkt.ident()),
         offset_bytes: offset as u16,
         more,
+        next_header: protocol,
     });
     let transport = transport(protocol, l4, fragment)?;
     Ok(IpInfo {
@@ -351,6 +398,7 @@ fn parse_ipv6(buf: &[u8]) -> Result<IpInfo, DropReason> {
                         ident: h.ident(),
                         offset_bytes: off,
                         more,
+                        next_header: next,
                     });
                 }
                 rest = &rest[ipv6ext::FRAGMENT_LEN..];
@@ -469,5 +517,32 @@ fn transport(
             Ok(None)
         }
         _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tcp_flags::{self, ACK, FIN, PSH, RST, SYN, URG, UnknownFlag};
+
+    #[test]
+    fn flag_names_parse_with_either_separator_and_letters_name_them() {
+        assert_eq!(tcp_flags::parse("syn|ack", '|'), Ok(SYN | ACK));
+        assert_eq!(tcp_flags::parse("syn, ack", ','), Ok(SYN | ACK));
+        assert_eq!(
+            tcp_flags::parse("fin|syn|rst|psh|ack|urg", '|'),
+            Ok(FIN | SYN | RST | PSH | ACK | URG)
+        );
+        assert_eq!(
+            tcp_flags::parse("syn|xmas", '|'),
+            Err(UnknownFlag("xmas".into()))
+        );
+        assert_eq!(tcp_flags::parse("", ','), Err(UnknownFlag(String::new())));
+        assert_eq!(
+            tcp_flags::parse("syn,ack", '|'),
+            Err(UnknownFlag("syn,ack".into()))
+        );
+        assert_eq!(tcp_flags::letters(SYN | ACK), "S.");
+        assert_eq!(tcp_flags::letters(FIN | PSH | ACK | RST), "FRP.");
+        assert_eq!(tcp_flags::letters(URG), "");
     }
 }

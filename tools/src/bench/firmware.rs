@@ -8,8 +8,12 @@
 //! - `firmware.classify_vs_std_hashmap`: that rate against lookups of the same
 //!   5-tuples, in the same order, in a `std::collections::HashMap<FiveTuple,
 //!   u16>` (SipHash) holding the same 1,000,000 keys, in the same run.
-//! - `firmware.classify_single_mpps_1m_conns`: the same frames one at a time
-//!   through `Firmware::classify` (no batching), for comparison.
+//! - `firmware.classify_single_vs_std_hashmap`: the same frames one at a
+//!   time through `Firmware::classify` (no batching), against the same
+//!   `HashMap` lookups.
+//!
+//! Every verdict is checked against the owner its connection was registered
+//! with; a frame delivered anywhere else is logged as an error.
 //! - `firmware.bytes_per_connection`: connection-table memory (index and
 //!   records, as allocated for the configured capacity) per established
 //!   connection.
@@ -90,13 +94,30 @@ struct Setup {
     frames: Vec<u8>,
     lens: Vec<u8>,
     keys: Vec<FiveTuple>,
+    /// The registered owner of each frame's connection, in frame order.
+    owners: Vec<u16>,
     map: HashMap<FiveTuple, u16>,
 }
 
-fn setup() -> Option<Setup> {
+/// Whether `v` delivers the frame to processor `owner`.
+fn delivered_to(v: &Verdict, owner: u16) -> bool {
+    matches!(v, Verdict::Deliver { processor, .. } if processor.0 == owner)
+}
+
+/// Verdicts that do not deliver the frame to its connection's owner
+/// (`owners[i]` is the owner for `verdicts[i]`).
+fn misdelivered(verdicts: &[Verdict], owners: &[u16]) -> u64 {
+    verdicts
+        .iter()
+        .zip(owners)
+        .filter(|(v, o)| !delivered_to(v, **o))
+        .count() as u64
+}
+
+fn setup(connections: usize) -> Option<Setup> {
     let config = Config {
         processor_count: PROCESSORS,
-        connection_capacity: CONNECTIONS,
+        connection_capacity: connections,
         provisional_capacity: 16_384,
         ..Config::default()
     }
@@ -116,13 +137,13 @@ fn setup() -> Option<Setup> {
             .ok()?;
         }
     }
-    let mut order: Vec<usize> = (0..CONNECTIONS).collect();
+    let mut order: Vec<usize> = (0..connections).collect();
     let mut rng = XorShift(0x5eed_0ff1_7e12);
     for i in (1..order.len()).rev() {
         order.swap(i, (rng.next() % (i as u64 + 1)) as usize);
     }
-    let mut map = HashMap::with_capacity(CONNECTIONS);
-    for i in 0..CONNECTIONS {
+    let mut map = HashMap::with_capacity(connections);
+    for i in 0..connections {
         let (c, s) = (client(i), server(i));
         let t = FiveTuple::tcp(c.ip(), c.port(), s.ip(), s.port());
         let owner = (i % usize::from(PROCESSORS)) as u16;
@@ -133,9 +154,10 @@ fn setup() -> Option<Setup> {
         .ok()?;
         map.insert(t, owner);
     }
-    let mut frames = vec![0u8; CONNECTIONS * STRIDE];
-    let mut lens = Vec::with_capacity(CONNECTIONS);
-    let mut keys = Vec::with_capacity(CONNECTIONS);
+    let mut frames = vec![0u8; connections * STRIDE];
+    let mut lens = Vec::with_capacity(connections);
+    let mut keys = Vec::with_capacity(connections);
+    let mut owners = Vec::with_capacity(connections);
     for (slot, &i) in order.iter().enumerate() {
         let (c, s) = (client(i), server(i));
         let f = PacketBuilder::tcp(c, s)
@@ -146,20 +168,23 @@ fn setup() -> Option<Setup> {
             .ok()?;
         frames[slot * STRIDE..slot * STRIDE + f.len()].copy_from_slice(&f);
         lens.push(f.len() as u8);
-        keys.push(FiveTuple::tcp(c.ip(), c.port(), s.ip(), s.port()));
+        let t = FiveTuple::tcp(c.ip(), c.port(), s.ip(), s.port());
+        owners.push(*map.get(&t)?);
+        keys.push(t);
     }
     Some(Setup {
         fw,
         frames,
         lens,
         keys,
+        owners,
         map,
     })
 }
 
 /// The firmware section of `snet bench`.
 pub fn figures(budget: Budget) -> Vec<Figure> {
-    let Some(mut s) = setup() else {
+    let Some(mut s) = setup(CONNECTIONS) else {
         log::error!("firmware bench: setting up the 1M-connection table failed");
         return Vec::new();
     };
@@ -176,10 +201,7 @@ pub fn figures(budget: Budget) -> Vec<Figure> {
     let batched = best_rate(budget, || {
         let end = (cursor + CHUNK).min(refs.len());
         s.fw.classify_batch(&refs[cursor..end], Instant::ZERO, &mut out);
-        misclassified += out
-            .iter()
-            .filter(|v| !matches!(v, Verdict::Deliver { .. }))
-            .count() as u64;
+        misclassified += misdelivered(&out, &s.owners[cursor..end]);
         let n = (end - cursor) as u64;
         cursor = if end == refs.len() { 0 } else { end };
         n
@@ -188,8 +210,8 @@ pub fn figures(budget: Budget) -> Vec<Figure> {
     let mut cursor = 0usize;
     let single = best_rate(budget, || {
         let end = (cursor + CHUNK).min(refs.len());
-        for f in &refs[cursor..end] {
-            if !matches!(s.fw.classify(f, Instant::ZERO), Verdict::Deliver { .. }) {
+        for (f, owner) in refs[cursor..end].iter().zip(&s.owners[cursor..end]) {
+            if !delivered_to(&s.fw.classify(f, Instant::ZERO), *owner) {
                 misclassified += 1;
             }
         }
@@ -234,4 +256,36 @@ pub fn figures(budget: Budget) -> Vec<Figure> {
         ),
         Figure::plain("firmware.bytes_per_connection", bytes, "B").with_target(64.0),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_are_checked_against_the_real_owner() {
+        let s = setup(2_000).expect("setup");
+        let mut fw = s.fw;
+        let mut out = Vec::new();
+        let refs: Vec<&[u8]> = s
+            .lens
+            .iter()
+            .enumerate()
+            .map(|(i, l)| &s.frames[i * STRIDE..i * STRIDE + usize::from(*l)])
+            .collect();
+        fw.classify_batch(&refs, Instant::ZERO, &mut out);
+        assert_eq!(misdelivered(&out, &s.owners), 0);
+        // Delivered, but each to the wrong processor: every one is counted.
+        let wrong: Vec<u16> = s.owners.iter().map(|o| (o + 1) % PROCESSORS).collect();
+        assert_eq!(misdelivered(&out, &wrong), out.len() as u64);
+        assert_eq!(
+            misdelivered(
+                &[Verdict::Master {
+                    processor: ProcessorId(0)
+                }],
+                &[0]
+            ),
+            1
+        );
+    }
 }
