@@ -365,6 +365,13 @@ impl Fabric {
     ) {
         let mp = self.max_payload();
         let window = self.config.max_outstanding as usize;
+        // While one of its transfers runs as a train, a requester issues
+        // nothing else: the train's packets hold the transaction IDs it
+        // hands back at a split, and the requester's link is the train's.
+        // Later transfers start when the train ends or is split.
+        if self.trains.values().any(|t| t.ep == ep) {
+            return;
+        }
         loop {
             let Some(&id) = self.endpoints[ep].dma.queue.front() else {
                 return;

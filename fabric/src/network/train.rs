@@ -77,7 +77,7 @@ struct PacketTimes {
 
 #[derive(Debug)]
 pub(super) struct Train {
-    ep: usize,
+    pub(super) ep: usize,
     target_ep: usize,
     requester: EndpointId,
     target: EndpointId,
@@ -375,7 +375,11 @@ impl Fabric {
         ep: usize,
         id: TransferId,
     ) -> bool {
-        if !self.config.trains || self.force_packet_level || self.config.crc_error_rate > 0.0 {
+        if !self.config.trains
+            || self.force_packet_level
+            || self.capture.is_some()
+            || self.config.crc_error_rate > 0.0
+        {
             return false;
         }
         let now = sched.now();
