@@ -128,6 +128,42 @@ pub trait Scheduler<E> {
     /// Folds a happening that is not a queued event (for example the packets
     /// of a transaction-level burst) into the trace hash.
     fn note(&mut self, component: ComponentId, kind: u16, keys: (u64, u64));
+    /// Asks for `component` to be woken at `at` (see [`Engine::wake_at`]).
+    fn wake_at(&mut self, component: ComponentId, at: Instant);
+}
+
+/// A scheduler for one model's events inside a larger world whose event type
+/// `W` wraps them (`W: From<E>`): the fabric, the adapters and the hosts each
+/// keep their own event enum, and the world that joins them passes
+/// `Lift::new(&mut engine)` where a model expects a `Scheduler<ItsEvent>`.
+pub struct Lift<'a, S, W> {
+    inner: &'a mut S,
+    _world: core::marker::PhantomData<fn(W)>,
+}
+
+impl<'a, S, W> Lift<'a, S, W> {
+    /// Wraps the world's scheduler.
+    pub fn new(inner: &'a mut S) -> Self {
+        Lift {
+            inner,
+            _world: core::marker::PhantomData,
+        }
+    }
+}
+
+impl<E, W: From<E>, S: Scheduler<W>> Scheduler<E> for Lift<'_, S, W> {
+    fn now(&self) -> Instant {
+        self.inner.now()
+    }
+    fn schedule(&mut self, at: Instant, component: ComponentId, event: E) {
+        self.inner.schedule(at, component, W::from(event))
+    }
+    fn note(&mut self, component: ComponentId, kind: u16, keys: (u64, u64)) {
+        self.inner.note(component, kind, keys)
+    }
+    fn wake_at(&mut self, component: ComponentId, at: Instant) {
+        self.inner.wake_at(component, at)
+    }
 }
 
 /// The discrete-event engine: a queue ordered by `(time, sequence)`, virtual
@@ -307,6 +343,9 @@ impl<E: Traced> Scheduler<E> for Engine<E> {
     }
     fn note(&mut self, component: ComponentId, kind: u16, keys: (u64, u64)) {
         Engine::note(self, component, kind, keys)
+    }
+    fn wake_at(&mut self, component: ComponentId, at: Instant) {
+        Engine::wake_at(self, component, at)
     }
 }
 

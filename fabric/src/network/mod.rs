@@ -494,6 +494,21 @@ pub struct Fabric {
     next_train: u32,
     next_transfer: u64,
     force_packet_level: bool,
+    /// Endpoints that received an interrupt since the last `take_signals`.
+    signals: Vec<EndpointId>,
+    /// Packets delivered to endpoints, when capturing.
+    capture: Option<Vec<CapturedPacket>>,
+}
+
+/// One fabric packet as it reached an endpoint (see [`Fabric::set_capture`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturedPacket {
+    /// When its tail arrived.
+    pub at: Instant,
+    /// The plane it crossed.
+    pub plane: Plane,
+    /// The whole packet: header, address, payload, CRC.
+    pub bytes: Vec<u8>,
 }
 
 /// RNG stream used by the fabric for CRC-error injection.
@@ -606,6 +621,8 @@ impl Fabric {
             next_train: 0,
             next_transfer: 1,
             force_packet_level: false,
+            signals: Vec::new(),
+            capture: None,
         })
     }
 
@@ -623,6 +640,46 @@ impl Fabric {
     /// packet captures) or back on (if the configuration allows it).
     pub fn set_packet_level(&mut self, on: bool) {
         self.force_packet_level = on;
+    }
+
+    /// Starts or stops recording every packet delivered to an endpoint
+    /// (requests and responses, after the CRC check). Capturing needs packet
+    /// bytes, so it also turns trains off while on.
+    pub fn set_capture(&mut self, on: bool) {
+        self.capture = on.then(Vec::new);
+    }
+
+    /// Takes the packets captured so far, in delivery order.
+    pub fn take_captured(&mut self) -> Vec<CapturedPacket> {
+        self.capture
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Number of engine components the fabric uses (endpoints, channels,
+    /// routers): a larger world numbers its own components from here.
+    pub fn component_count(&self) -> u32 {
+        (self.endpoints.len() + self.channels.len() + self.routers.len()) as u32
+    }
+
+    /// Moves the endpoints that received an interrupt since the last call
+    /// into `out` (in the order the interrupts were raised; an endpoint may
+    /// appear more than once). Their entries are read with
+    /// [`Fabric::pop_interrupt`].
+    pub fn take_signals(&mut self, out: &mut Vec<EndpointId>) {
+        out.append(&mut self.signals);
+    }
+
+    /// True when interrupts were raised or transfers completed since they
+    /// were last taken: a world checks this after every fabric event.
+    pub fn has_news(&self) -> bool {
+        !self.signals.is_empty() || !self.completions.is_empty()
+    }
+
+    /// Moves the DMA completions recorded so far into `out`, in completion order.
+    pub fn take_completions_into(&mut self, out: &mut Vec<DmaCompletion>) {
+        out.append(&mut self.completions);
     }
 
     fn ep_index(&self, id: EndpointId) -> Result<usize, FabricError> {
@@ -1066,6 +1123,13 @@ impl Fabric {
             return;
         }
         let plane = p.plane;
+        if let Some(cap) = self.capture.as_mut() {
+            cap.push(CapturedPacket {
+                at: sched.now(),
+                plane,
+                bytes: p.bytes.clone(),
+            });
+        }
         match repr.kind {
             PacketKind::ReadRequest { .. } | PacketKind::WriteRequest => {
                 self.endpoints[ep].counters.requests_in += 1;
@@ -1143,6 +1207,7 @@ impl Fabric {
                     };
                     // A full queue counts the overflow itself (see `counters()`).
                     e.interrupts.push(entry);
+                    self.signals.push(e.id);
                 }
                 encode(PacketRepr::write_ack(req.src, req.dst, req.tid, req.addr))
             }
