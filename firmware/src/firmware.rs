@@ -858,6 +858,21 @@ impl Firmware {
         }
     }
 
+    /// The adapter itself learnt at `now` that processor `p` failed (the
+    /// fabric reported its endpoint down), with no host message: the same
+    /// handling as an accepted `ProcessorDown` (its filters go, its
+    /// connections are answered with RST, the master role moves on).
+    /// Returns false, changing nothing, when `p` is not a processor of the
+    /// configuration or is already down.
+    pub fn processor_failed(&mut self, p: ProcessorId, now: Instant) -> bool {
+        self.state.advance(now);
+        if p.0 >= self.state.config.processor_count || !self.state.is_live(p) {
+            return false;
+        }
+        self.state.processor_down(p);
+        true
+    }
+
     /// The replicated state (canonical: equal states give equal snapshots).
     pub fn snapshot(&self) -> TableSnapshot {
         self.state.snapshot()
