@@ -1,9 +1,32 @@
 //! # snet-nic-model: the smart LAN adapter
 //!
-//! Will hold the adapter model: a fabric endpoint with X and Y ports, its
-//! Ethernet MAC (address filter, FCS, MTU, link speed), per-processor queue
-//! pairs whose RX, TX and completion rings live in processor memory and are
-//! reached only by fabric DMA through AVT windows, doorbells and a control
-//! mailbox in CSR space, interrupt coalescing, and a firmware instance
-//! (`snet-firmware`) that classifies every inbound frame. Nothing is
-//! implemented yet; the fabric (`snet-fabric`) and the firmware come first.
+//! The adapter of a single-IP cluster: an Ethernet port with a MAC, the
+//! replicated TCP filter firmware ([`snet_firmware`]) deciding which
+//! processor gets each inbound frame, and a fabric endpoint ([`snet_fabric`])
+//! through which it reaches per-processor queue pairs — descriptor rings,
+//! completion rings and buffers that live in *processor* memory, reached only
+//! through the windows each processor opened in its AVT.
+//!
+//! - [`ring`]: the `#[repr(C)]`, little-endian layouts in processor memory
+//!   (descriptors, completions, interrupt messages) and ring arithmetic.
+//! - [`regs`]: the adapter's register windows (doorbells, commands, mailbox).
+//! - [`mac`]: addresses, FCS, frame limits, link speeds.
+//! - [`nic`]: the adapter model ([`Nic`]).
+//! - [`lan`]: the in-engine LAN segment that client hosts attach to.
+//! - [`capture`]: pcap captures of LAN frames and fabric packets.
+//! - [`cluster`]: the world joining fabric, adapters and LAN in one engine,
+//!   and the [`HostModel`] trait through which processors take part.
+
+pub mod capture;
+pub mod cluster;
+pub mod lan;
+pub mod mac;
+pub mod nic;
+pub mod offload;
+pub mod regs;
+pub mod ring;
+
+pub use cluster::{Cluster, ClusterError, Event, HostModel, PortAttachment};
+pub use lan::{Lan, LanConfig, StationId};
+pub use mac::{LinkSpeed, MacAddr, MacConfig};
+pub use nic::{Nic, NicConfig, NicCounters, NicError, NicEvent, QueueCounters};
