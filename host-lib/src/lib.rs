@@ -1,8 +1,29 @@
 //! # snet-host-lib: the per-processor library
 //!
-//! Will hold what runs in each emulated processor: the mapping of its
-//! processor memory, a DMA buffer pool of fixed-size chunks, the queue pairs it
-//! shares with the adapter, and a TCP/IP instance per processor sharing the
-//! cluster's single IP (sockets, connection hand-off, inter-processor
-//! messages). Nothing is implemented yet; it builds on `snet-fabric`,
-//! `snet-nic-model` and `snet-firmware`.
+//! What runs in each emulated processor, below its TCP/IP instance: the
+//! processor's memory (the fabric endpoint's `memmap2` mapping), a pool of
+//! fixed-size DMA buffers, and the queue pairs it shares with an adapter —
+//! with zero-copy sends and receives: the application writes a frame into a
+//! pool chunk and posts it; a received frame is lent in place.
+//!
+//! - [`mapper`]: the [`mapper::DmaMapper`] abstraction that makes exactly the
+//!   rings and buffers of a processor reachable by its adapter, with an
+//!   emulated backend (AVT windows on the fabric) and a VFIO backend (cargo
+//!   feature `vfio`) with its IOVA allocator.
+//! - [`queue`]: [`QueuePair`] — layout, buffer pool, rings, doorbells,
+//!   completions, the mailbox to the adapter's firmware.
+//! - [`processor`]: [`Processor`] — a processor's queue pairs, and the
+//!   routing of its interrupts and DMA completions to them.
+//! - [`rig`]: a small ready-made cluster (processors, adapters, a LAN
+//!   client) for tests, examples and benchmarks.
+
+pub mod mapper;
+pub mod processor;
+pub mod queue;
+pub mod rig;
+
+pub use processor::Processor;
+pub use queue::{
+    ControlOutcome, HostCounters, HostError, QueuePair, QueueSetup, QueueState, RxBuf, SendError,
+    TxBuffer,
+};

@@ -1,0 +1,306 @@
+//! A small ready-made cluster for tests, examples and benchmarks:
+//! processors and adapters on one router per plane, the adapters' ports on
+//! the in-engine LAN with one client station, and a [`HostModel`] that
+//! drives each processor's queue pairs.
+
+use snet_fabric::engine::Traced;
+use snet_fabric::network::{DmaCompletion, FabricConfig, FaultTarget};
+use snet_fabric::time::{Duration, Instant};
+use snet_fabric::topology::{EndpointKind, LinkParams, shapes};
+use snet_fabric::{EndpointId, Plane};
+use snet_firmware::ProcessorId;
+use snet_firmware::control::{ControlMessage, Envelope};
+use snet_nic_model::mac::{self, LinkSpeed, MacAddr};
+use snet_nic_model::{Cluster, HostModel, LanConfig, NicConfig, StationId};
+
+use crate::processor::Processor;
+use crate::queue::{ControlOutcome, QueueSetup, QueueState};
+
+/// The rig's host events (it has none of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoEvent;
+
+impl Traced for NoEvent {
+    fn kind(&self) -> u16 {
+        0
+    }
+    fn keys(&self) -> (u64, u64) {
+        (0, 0)
+    }
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct RigConfig {
+    /// Processors.
+    pub processors: u16,
+    /// Adapters (all serving every processor, the same MAC base + index).
+    pub adapters: u16,
+    /// Fabric planes.
+    pub planes: Vec<Plane>,
+    /// Fabric link parameters.
+    pub link: LinkParams,
+    /// Fabric settings.
+    pub fabric: FabricConfig,
+    /// LAN settings.
+    pub lan: LanConfig,
+    /// Adapter settings (name, MAC and processors are filled in per adapter).
+    pub nic: NicConfig,
+    /// Each processor's queue pair with each adapter.
+    pub queue: QueueSetup,
+    /// Speed of the client station.
+    pub client_speed: LinkSpeed,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Default for RigConfig {
+    fn default() -> Self {
+        RigConfig {
+            processors: 4,
+            adapters: 1,
+            planes: vec![Plane::X, Plane::Y],
+            link: LinkParams::default(),
+            fabric: FabricConfig {
+                memory_size: 16 << 20,
+                ..FabricConfig::default()
+            },
+            lan: LanConfig::default(),
+            nic: NicConfig::default(),
+            queue: QueueSetup::default(),
+            client_speed: LinkSpeed::GBIT_10,
+            seed: 1,
+        }
+    }
+}
+
+/// The client station's MAC.
+pub const CLIENT_MAC: MacAddr = MacAddr(snet_firmware::kit::CLIENT_MAC);
+
+/// MAC of adapter `i`: `02:00:00:00:00:10 + i`.
+pub fn adapter_mac(i: u16) -> MacAddr {
+    let mut m = snet_firmware::kit::ADAPTER_MAC;
+    m[5] = m[5].wrapping_add(i as u8);
+    MacAddr(m)
+}
+
+/// The processors' side: their queue pairs, and what the client station got.
+#[derive(Debug, Default)]
+pub struct Hosts {
+    /// One per processor, in endpoint order.
+    pub processors: Vec<Processor>,
+    /// Frames (FCS included) the client station received, with their time.
+    pub client_frames: Vec<(Instant, Vec<u8>)>,
+    /// Take every received frame at once and repost its buffer (a sink).
+    pub consume: bool,
+    /// Frames consumed per processor (when `consume`).
+    pub consumed: Vec<u64>,
+    /// Bytes consumed per processor.
+    pub consumed_bytes: Vec<u64>,
+    /// Errors the host side met (a test asserts this stays empty).
+    pub errors: Vec<String>,
+}
+
+impl Hosts {
+    fn index(&self, p: EndpointId) -> Option<usize> {
+        self.processors.iter().position(|x| x.endpoint() == p)
+    }
+}
+
+impl HostModel<NoEvent> for Hosts {
+    fn event(&mut self, _: &mut Cluster<NoEvent>, _: snet_fabric::engine::ComponentId, _: NoEvent) {
+    }
+    fn wake(&mut self, _: &mut Cluster<NoEvent>, _: snet_fabric::engine::ComponentId) {}
+
+    fn interrupt(&mut self, cluster: &mut Cluster<NoEvent>, processor: EndpointId) {
+        let Some(i) = self.index(processor) else {
+            return;
+        };
+        if let Err(e) = self.processors[i].on_interrupt(cluster) {
+            self.errors.push(e.to_string());
+        }
+        if self.consume {
+            for q in 0..self.processors[i].queues().len() {
+                let qp = self.processors[i].queue_mut(q).expect("index in range");
+                let mut n = 0;
+                let mut bytes = 0;
+                while let Some(buf) = qp.recv(&cluster.fabric) {
+                    n += 1;
+                    bytes += buf.len() as u64;
+                }
+                if n > 0 {
+                    self.consumed[i] += n;
+                    self.consumed_bytes[i] += bytes;
+                    if let Err(e) = qp.poll(cluster) {
+                        self.errors.push(e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    fn dma_done(&mut self, cluster: &mut Cluster<NoEvent>, done: DmaCompletion) {
+        if let Some(i) = self.index(done.requester) {
+            if let Err(e) = self.processors[i].on_dma_done(cluster, &done) {
+                self.errors.push(e.to_string());
+            }
+        }
+    }
+
+    fn lan_frame(&mut self, cluster: &mut Cluster<NoEvent>, _: StationId, frame: Vec<u8>) {
+        self.client_frames.push((cluster.now(), frame));
+    }
+}
+
+/// The rig.
+#[derive(Debug)]
+pub struct Rig {
+    /// The world.
+    pub cluster: Cluster<NoEvent>,
+    /// The processors' side.
+    pub hosts: Hosts,
+    /// Processor endpoints, `P0..`.
+    pub processors: Vec<EndpointId>,
+    /// Adapter endpoints, in adapter order.
+    pub adapters: Vec<EndpointId>,
+    /// The client station on the LAN.
+    pub client: StationId,
+}
+
+impl Rig {
+    /// Builds the rig and creates every queue pair (running the engine until
+    /// the adapters accepted them).
+    pub fn new(config: RigConfig) -> Result<Rig, String> {
+        let n = config.processors as u32;
+        let processors: Vec<EndpointId> = (0..n)
+            .map(|i| EndpointId::new(i + 1).expect("small"))
+            .collect();
+        let adapters: Vec<EndpointId> = (0..config.adapters as u32)
+            .map(|i| EndpointId::new(0x100 + i).expect("small"))
+            .collect();
+        let mut eps: Vec<(EndpointId, EndpointKind)> = processors
+            .iter()
+            .map(|&p| (p, EndpointKind::Processor))
+            .collect();
+        eps.extend(adapters.iter().map(|&a| (a, EndpointKind::Adapter)));
+        let ports = (eps.len() as u8).max(6);
+        let topo = shapes::single_router(&config.planes, &eps, ports, config.link)
+            .map_err(|e| e.to_string())?;
+        let mut cluster =
+            Cluster::new(topo, config.fabric.clone(), config.lan.clone(), config.seed)
+                .map_err(|e| e.to_string())?;
+        for (i, &a) in adapters.iter().enumerate() {
+            let mut nc = config.nic.clone();
+            nc.name = format!("lan{i}");
+            nc.mac.address = adapter_mac(i as u16);
+            nc.processors = processors.clone();
+            nc.firmware.processor_count = config.processors;
+            let idx = cluster.add_nic(nc, a).map_err(|e| e.to_string())?;
+            cluster.attach_lan(idx).map_err(|e| e.to_string())?;
+        }
+        let client = cluster.lan.attach(CLIENT_MAC, config.client_speed);
+        let mut hosts = Hosts {
+            consumed: vec![0; processors.len()],
+            consumed_bytes: vec![0; processors.len()],
+            ..Hosts::default()
+        };
+        for &p in &processors {
+            let mut proc_ = Processor::new(p, snet_fabric::memory::ProcAddr(0));
+            for a in 0..adapters.len() {
+                proc_
+                    .add_queue(&mut cluster, a, config.queue)
+                    .map_err(|e| e.to_string())?;
+            }
+            hosts.processors.push(proc_);
+        }
+        let mut rig = Rig {
+            cluster,
+            hosts,
+            processors,
+            adapters,
+            client,
+        };
+        let deadline = rig.cluster.now() + Duration::from_ms(10);
+        while !rig.all_ready() {
+            if rig.cluster.now() >= deadline || !rig.cluster.step(deadline, &mut rig.hosts) {
+                return Err(format!(
+                    "queue pairs not ready after 10 ms: {:?}",
+                    rig.hosts
+                        .processors
+                        .iter()
+                        .flat_map(|p| p.queues().iter().map(|q| q.state()))
+                        .collect::<Vec<_>>()
+                ));
+            }
+        }
+        Ok(rig)
+    }
+
+    /// Whether every queue pair is ready.
+    pub fn all_ready(&self) -> bool {
+        self.hosts
+            .processors
+            .iter()
+            .all(|p| p.queues().iter().all(|q| q.state() == QueueState::Ready))
+    }
+
+    /// Runs the engine for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.cluster.now() + d;
+        self.cluster.run_until(until, &mut self.hosts);
+    }
+
+    /// The client station sends `frame` (without FCS; padded and given one).
+    pub fn client_send(&mut self, frame: &[u8]) -> Option<Instant> {
+        let mut f = frame.to_vec();
+        mac::pad_to_minimum(&mut f);
+        mac::append_fcs(&mut f);
+        self.cluster.lan_transmit(self.client, f)
+    }
+
+    /// Sends a control message from processor `p` (index) to every adapter
+    /// and runs until each answered; returns the outcomes in adapter order.
+    pub fn control(&mut self, p: usize, message: ControlMessage) -> Vec<ControlOutcome> {
+        let env = Envelope::new(ProcessorId(p as u16), message);
+        let mut seqs = Vec::new();
+        for q in 0..self.adapters.len() {
+            let qp = self.hosts.processors[p]
+                .queue_mut(q)
+                .expect("one queue per adapter");
+            match qp.send_control(&mut self.cluster, &env) {
+                Ok(s) => seqs.push(s),
+                Err(e) => self.hosts.errors.push(e.to_string()),
+            }
+        }
+        let mut out = vec![None; self.adapters.len()];
+        let deadline = self.cluster.now() + Duration::from_ms(1);
+        while out.iter().any(Option::is_none) && self.cluster.now() < deadline {
+            if !self.cluster.step(deadline, &mut self.hosts) {
+                break;
+            }
+            for (q, slot) in out.iter_mut().enumerate() {
+                let qp = self.hosts.processors[p].queue_mut(q).expect("exists");
+                for (seq, o) in qp.take_outcomes() {
+                    if seqs.get(q) == Some(&seq) {
+                        *slot = Some(o);
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|o| {
+                o.unwrap_or(ControlOutcome::Refused(
+                    snet_nic_model::regs::StatusCode::NoResources,
+                ))
+            })
+            .collect()
+    }
+
+    /// Fails processor `p` (index) now.
+    pub fn fail_processor(&mut self, p: usize) {
+        let ep = self.processors[p];
+        if let Err(e) = self.cluster.fail(FaultTarget::Endpoint(ep)) {
+            self.hosts.errors.push(e.to_string());
+        }
+    }
+}
