@@ -605,3 +605,99 @@ fn same_seed_same_trace_hash() {
     assert_eq!(a.1, 50);
     assert_eq!(a, run(7));
 }
+
+#[test]
+fn the_mac_checks_fcs_size_and_address_and_takes_jumbo_frames_when_configured() {
+    let mut config = RigConfig::default();
+    config.nic.mac.mtu = 9000;
+    config.queue.chunk = 9216;
+    config.queue.buffers = 512;
+    let mut rig = rig(config);
+    listen(&mut rig, 0, 80);
+    let nic = |rig: &Rig| *rig.cluster.nics[0].counters();
+    // A corrupted FCS.
+    let mut f = syn(1, 80, b"x");
+    mac::pad_to_minimum(&mut f);
+    mac::append_fcs(&mut f);
+    f[20] ^= 1;
+    rig.cluster.lan_transmit(rig.client, f);
+    // A runt (shorter than 64 bytes with its FCS).
+    let mut runt = vec![0u8; 40];
+    runt[..6].copy_from_slice(&snet_firmware::kit::ADAPTER_MAC);
+    mac::append_fcs(&mut runt);
+    rig.cluster.lan_transmit(rig.client, runt);
+    // Another station's address (flooded by the switch as unknown unicast).
+    let mut foreign = syn(2, 80, b"x");
+    foreign[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x77]);
+    rig.client_send(&foreign);
+    // A jumbo frame: 8000 bytes of payload.
+    let jumbo = syn(3, 80, &vec![0x4Au8; 8000]);
+    rig.client_send(&jumbo);
+    // Longer than the MTU allows.
+    rig.client_send(&syn(4, 80, &vec![0u8; 9100]));
+    rig.run_for(Duration::from_us(300));
+    let c = nic(&rig);
+    assert_eq!(c.rx_fcs_errors, 1);
+    assert_eq!(c.rx_runts, 1);
+    assert_eq!(c.rx_filtered, 1);
+    assert_eq!(c.rx_oversize, 1);
+    assert_eq!(c.rx_delivered, 1);
+    let qp = rig.hosts.processors[0].queue_mut(0).unwrap();
+    let buf = qp.recv(&rig.cluster.fabric).unwrap();
+    assert_eq!(&buf[..], &jumbo[..], "the jumbo frame, byte-exact");
+}
+
+#[test]
+fn port_and_fabric_captures_open_as_pcap_files() {
+    use snet_firmware::kit::pcap::parse_pcap;
+    use snet_nic_model::capture::{Capture, LINKTYPE_ETHERNET, LINKTYPE_FABRIC};
+    let dir = std::env::temp_dir().join(format!("snet-capture-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let lan_path = dir.join("lan0.pcap");
+    let fabric_path = dir.join("fabric.pcap");
+    let mut rig = rig(RigConfig::default());
+    listen(&mut rig, 1, 80);
+    rig.cluster
+        .capture_port(0, Capture::create(&lan_path, LINKTYPE_ETHERNET).unwrap())
+        .unwrap();
+    rig.cluster
+        .capture_fabric(Capture::create(&fabric_path, LINKTYPE_FABRIC).unwrap());
+    let frame = syn(40000, 80, b"captured");
+    rig.client_send(&frame);
+    rig.run_for(Duration::from_us(200));
+    rig.cluster.take_port_capture(0).unwrap().finish().unwrap();
+    rig.cluster.take_fabric_capture().unwrap().finish().unwrap();
+    let lan = parse_pcap(&std::fs::read(&lan_path).unwrap()).unwrap();
+    assert_eq!(lan.len(), 1);
+    assert_eq!(
+        &lan[0].data[..frame.len()],
+        &frame[..],
+        "frames without FCS"
+    );
+    let bytes = std::fs::read(&fabric_path).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(bytes[20..24].try_into().unwrap()),
+        LINKTYPE_FABRIC
+    );
+    // Every record: a 4-byte pseudo-header and a packet whose CRC checks.
+    let mut at = 24;
+    let mut packets = 0;
+    while at < bytes.len() {
+        let caplen = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        let rec = &bytes[at + 16..at + 16 + caplen];
+        assert_eq!(rec[0], 1, "pseudo-header version");
+        assert!(rec[1] <= 1, "plane");
+        let pkt = snet_fabric::packet::Packet::new_checked(&rec[4..]).expect("a whole packet");
+        snet_fabric::packet::PacketRepr::parse(
+            &pkt,
+            snet_fabric::packet::PacketLimits::from(snet_fabric::packet::Generation::ServerNet2),
+        )
+        .expect("CRC and fields check");
+        packets += 1;
+        at += 16 + caplen;
+    }
+    // The frame's write and its ack, the completion write and its ack, and
+    // the interrupt and doorbell traffic around them.
+    assert!(packets >= 4, "{packets} packets");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -387,7 +387,7 @@ impl Fabric {
             return false;
         };
         let remaining = t.total_packets - t.next_packet;
-        if remaining < 2
+        if remaining == 0
             || t.failed
             || t.in_train.is_some()
             || !self.endpoints[ep].dma.all_slots_free()

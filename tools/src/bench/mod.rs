@@ -7,6 +7,7 @@ use serde::Serialize;
 
 mod fabric;
 mod firmware;
+mod nic;
 
 /// One measured figure.
 #[derive(Debug, Clone, Serialize)]
@@ -130,6 +131,7 @@ fn sections() -> Vec<(&'static str, Section)> {
     vec![
         ("engine+fabric", fabric::figures),
         ("firmware", firmware::figures),
+        ("nic", nic::figures),
     ]
 }
 
