@@ -352,7 +352,10 @@ struct Queue {
     cq_stalled: bool,
     coalesce_count: u32,
     coalesce_time: Duration,
+    /// Written, not yet signalled.
     irq_pending: u32,
+    /// At a signal point: write what waits, then interrupt.
+    signal: bool,
     irq_armed: bool,
     irq_writing: bool,
     irq_again: bool,
@@ -970,7 +973,7 @@ impl Nic {
             }
         }
         self.fetch(sched, fabric, k, true);
-        self.cq_flush(sched, fabric, k);
+        self.completions_added(sched, fabric, k);
     }
 
     /// Fetches descriptors of the RX (`rx`) or TX ring when the cache runs low.
@@ -1082,13 +1085,20 @@ impl Nic {
         self.queue_failed(k);
     }
 
-    fn irq_note<S: NicScheduler>(&mut self, sched: &mut S, fabric: &mut Fabric, k: QKey, n: u32) {
+    /// Completion entries were queued: decide whether this is a signal
+    /// point (count threshold, or no time threshold at all) or arm the
+    /// queue's timer. Entries are written at signal points, or whenever a
+    /// full batch waits (completion moderation follows interrupt moderation).
+    fn completions_added<S: NicScheduler>(&mut self, sched: &mut S, fabric: &mut Fabric, k: QKey) {
         let now = now_of(sched);
         let nic = self.index;
         let Some(q) = self.queue_mut(k) else { return };
-        q.irq_pending += n;
-        if q.irq_pending >= q.coalesce_count || q.coalesce_time == Duration::ZERO {
-            self.irq_send(sched, fabric, k);
+        if q.cq_pending.is_empty() {
+            return;
+        }
+        let waiting = q.cq_pending.len() as u32 + q.irq_pending;
+        if q.coalesce_time == Duration::ZERO || waiting >= q.coalesce_count {
+            q.signal = true;
         } else if !q.irq_armed {
             q.irq_armed = true;
             let at = now + q.coalesce_time;
@@ -1104,12 +1114,30 @@ impl Nic {
                 },
             );
         }
+        self.cq_progress(sched, fabric, k);
+    }
+
+    /// Writes waiting completion entries if the queue is at a signal point
+    /// or a full batch waits; at a signal point with nothing left to write,
+    /// sends the interrupt.
+    fn cq_progress<S: NicScheduler>(&mut self, sched: &mut S, fabric: &mut Fabric, k: QKey) {
+        let batch = self.config.cq_batch;
+        let Some(q) = self.queue_mut(k) else { return };
+        if q.cq_writing {
+            return; // the write's completion continues
+        }
+        if !q.cq_pending.is_empty() && (q.signal || q.cq_pending.len() as u32 >= batch) {
+            self.cq_flush(sched, fabric, k);
+        } else if q.signal {
+            self.irq_send(sched, fabric, k);
+        }
     }
 
     fn irq_send<S: NicScheduler>(&mut self, sched: &mut S, fabric: &mut Fabric, k: QKey) {
         let endpoint = self.procs[k.proc as usize].endpoint;
         let stage = self.layout.irq_stage(k.proc, k.queue);
         let Some(q) = self.queue_mut(k) else { return };
+        q.signal = false;
         if q.irq_pending == 0 {
             return;
         }
@@ -1221,7 +1249,7 @@ impl Nic {
             }
         }
         self.fetch(sched, fabric, k, false);
-        self.cq_flush(sched, fabric, k);
+        self.completions_added(sched, fabric, k);
     }
 
     fn pump_wire<S: NicScheduler>(&mut self, sched: &mut S, fabric: &mut Fabric) {
@@ -1315,7 +1343,7 @@ impl Nic {
                         index,
                         flags,
                     ));
-                    self.cq_flush(sched, fabric, k);
+                    self.completions_added(sched, fabric, k);
                 }
             }
             Purpose::RxFetch { q: k, first, count } | Purpose::TxFetch { q: k, first, count } => {
@@ -1373,7 +1401,7 @@ impl Nic {
                             index,
                             CompletionFlags::empty(),
                         ));
-                        self.cq_flush(sched, fabric, k);
+                        self.completions_added(sched, fabric, k);
                     }
                     self.pump_wire(sched, fabric);
                     return;
@@ -1398,10 +1426,11 @@ impl Nic {
                     ));
                 }
                 self.pump_wire(sched, fabric);
-                self.cq_flush(sched, fabric, k);
+                self.completions_added(sched, fabric, k);
                 self.service_tx(sched, fabric, k);
             }
             Purpose::CqWrite { q: k, count } => {
+                let batch = self.config.cq_batch;
                 if !ok {
                     self.queue_failed(k);
                     return;
@@ -1410,8 +1439,16 @@ impl Nic {
                 let Some(q) = self.queue_mut(k) else { return };
                 q.cq_writing = false;
                 q.counters.completions += count as u64;
-                self.irq_note(sched, fabric, k, count);
-                self.cq_flush(sched, fabric, k);
+                q.irq_pending += count;
+                if q.signal || q.cq_pending.len() as u32 >= batch {
+                    if !q.cq_pending.is_empty() {
+                        self.cq_flush(sched, fabric, k);
+                        return;
+                    }
+                }
+                if q.signal {
+                    self.irq_send(sched, fabric, k);
+                }
             }
             Purpose::Irq { q: k } => {
                 let Some(q) = self.queue_mut(k) else { return };
@@ -1440,7 +1477,8 @@ impl Nic {
                 };
                 if let Some(q) = self.queue_mut(k) {
                     q.irq_armed = false;
-                    self.irq_send(sched, fabric, k);
+                    q.signal = true;
+                    self.cq_progress(sched, fabric, k);
                 }
             }
         }
@@ -1556,7 +1594,7 @@ impl Nic {
                     }
                     Register::CqHead(_) if v < queue.cq_size => {
                         queue.cq_head = v;
-                        self.cq_flush(sched, fabric, k);
+                        self.cq_progress(sched, fabric, k);
                     }
                     _ => self.counters.bad_doorbells += 1,
                 }
@@ -1694,6 +1732,7 @@ impl Nic {
                     coalesce_count: cfg.coalesce_count.get(),
                     coalesce_time: Duration::from_ns(cfg.coalesce_ns.get() as u64),
                     irq_pending: 0,
+                    signal: false,
                     irq_armed: false,
                     irq_writing: false,
                     irq_again: false,
@@ -1720,8 +1759,9 @@ impl Nic {
                         queue: qn,
                         generation: q.generation,
                     };
-                    if q.irq_pending >= q.coalesce_count {
-                        self.irq_send(sched, fabric, k);
+                    if q.irq_pending + q.cq_pending.len() as u32 >= q.coalesce_count {
+                        q.signal = true;
+                        self.cq_progress(sched, fabric, k);
                     }
                     (StatusCode::Ok, 0)
                 }

@@ -257,6 +257,9 @@ pub(super) struct Outstanding {
 #[derive(Debug)]
 pub(super) struct DmaEngine {
     pub(super) slots: [Option<Outstanding>; 16],
+    /// Transaction IDs held by this requester's trains (one bit per TID):
+    /// a split hands them to the train's packets still in flight.
+    pub(super) reserved: u16,
     serial: u32,
     pub(super) transfers: BTreeMap<TransferId, Transfer>,
     pub(super) queue: VecDeque<TransferId>,
@@ -266,6 +269,7 @@ impl DmaEngine {
     pub(super) fn new() -> Self {
         DmaEngine {
             slots: [None; 16],
+            reserved: 0,
             serial: 0,
             transfers: BTreeMap::new(),
             queue: VecDeque::new(),
@@ -282,7 +286,7 @@ impl DmaEngine {
     }
 
     pub(super) fn all_slots_free(&self) -> bool {
-        self.slots.iter().all(Option::is_none)
+        self.reserved == 0 && self.slots.iter().all(Option::is_none)
     }
 
     pub(super) fn add(
@@ -365,13 +369,6 @@ impl Fabric {
     ) {
         let mp = self.max_payload();
         let window = self.config.max_outstanding as usize;
-        // While one of its transfers runs as a train, a requester issues
-        // nothing else: the train's packets hold the transaction IDs it
-        // hands back at a split, and the requester's link is the train's.
-        // Later transfers start when the train ends or is split.
-        if self.trains.values().any(|t| t.ep == ep) {
-            return;
-        }
         loop {
             let Some(&id) = self.endpoints[ep].dma.queue.front() else {
                 return;
@@ -393,9 +390,11 @@ impl Fabric {
             {
                 return;
             }
+            let reserved = self.endpoints[ep].dma.reserved;
             let Some(tid) = self.endpoints[ep].dma.slots[..window]
                 .iter()
-                .position(Option::is_none)
+                .enumerate()
+                .position(|(i, s)| s.is_none() && reserved & (1 << i) == 0)
             else {
                 return;
             };

@@ -94,6 +94,8 @@ pub(super) struct Train {
     packets: u64,
     /// The recurrence evaluated over every packet at the start.
     full: Option<Evaluation>,
+    /// Transaction IDs reserved for the train's packets (one bit per TID).
+    tids: u16,
 }
 
 impl Train {
@@ -477,6 +479,9 @@ impl Fabric {
             first_packet,
             packets: remaining,
             full: None,
+            // The requester has no transaction outstanding (checked by the
+            // caller): the train holds as many TIDs as it can have in flight.
+            tids: ((1u32 << (remaining as usize).min(params.window)) - 1) as u16,
         };
         let ev = evaluate(&train, &params, None);
         let end = ev.times.last().map(|p| p.response).unwrap_or(now);
@@ -485,6 +490,7 @@ impl Fabric {
         for &ch in &train.channels {
             self.channels[ch as usize].train = Some(train_id);
         }
+        self.endpoints[ep].dma.reserved |= train.tids;
         let t = self.endpoints[ep]
             .dma
             .transfers
@@ -619,6 +625,7 @@ impl Fabric {
         let ev = evaluate(&train, &params, None);
         self.settle_train(sched, &train, &ev, |_| true);
         let ep = train.ep;
+        self.endpoints[ep].dma.reserved &= !train.tids;
         if let Some(t) = self.endpoints[ep].dma.transfers.get_mut(&train.transfer) {
             t.in_train = None;
             t.acked_packets += train.packets;
@@ -695,7 +702,12 @@ impl Fabric {
             queue.push_front(train.transfer);
         }
         let (plane, transfer) = (train.plane, train.transfer);
-        for (tid, (idx, p)) in pending.into_iter().enumerate() {
+        // The train's packets in flight take the TIDs it reserved (other
+        // transfers of the requester may hold the rest meanwhile).
+        self.endpoints[ep].dma.reserved &= !train.tids;
+        let tids = (0..16usize).filter(|&i| train.tids & (1 << i) != 0);
+        debug_assert!(pending.len() <= train.tids.count_ones() as usize);
+        for (tid, (idx, p)) in tids.zip(pending) {
             let serial = self.endpoints[ep].dma.next_serial();
             let packet =
                 self.endpoints[ep].dma.transfers[&transfer].packet(idx, params.max_payload);
