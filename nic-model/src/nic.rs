@@ -1440,11 +1440,9 @@ impl Nic {
                 q.cq_writing = false;
                 q.counters.completions += count as u64;
                 q.irq_pending += count;
-                if q.signal || q.cq_pending.len() as u32 >= batch {
-                    if !q.cq_pending.is_empty() {
-                        self.cq_flush(sched, fabric, k);
-                        return;
-                    }
+                if (q.signal || q.cq_pending.len() as u32 >= batch) && !q.cq_pending.is_empty() {
+                    self.cq_flush(sched, fabric, k);
+                    return;
                 }
                 if q.signal {
                     self.irq_send(sched, fabric, k);
