@@ -9,9 +9,17 @@
 //! queue; the frame waits there for an RX descriptor (the adapter fetches
 //! descriptors in batches with fabric read requests), is written into the
 //! posted buffer with fabric write requests, and gets a completion entry.
-//! Completion entries are written in batches; after each batch the
-//! interrupt coalescing rule (count or time threshold) decides whether to
-//! write an interrupt message into the processor's interrupt window.
+//!
+//! ## Completion and interrupt moderation
+//! Each queue has a count threshold and a time threshold. Completion
+//! entries wait in the adapter until a *signal point* — as many entries as
+//! the count threshold, or the time threshold after the first unsignalled
+//! one (at once when the time threshold is 0) — or until a full batch
+//! ([`NicConfig::cq_batch`]) waits. At a signal point the adapter writes the
+//! waiting entries (one fabric transfer per batch) and then one interrupt
+//! message into the processor's interrupt window. A processor that polls
+//! its completion ring without interrupts therefore sees entries at the
+//! same moments; a latency-sensitive queue sets the time threshold to 0.
 //!
 //! ## Send
 //! A TX doorbell makes the adapter fetch descriptors, read each frame from
