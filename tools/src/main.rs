@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod filter;
+mod validate;
 
 /// Exit code for success.
 pub const EXIT_OK: u8 = 0;
@@ -29,6 +30,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Test-run an adapter filter on frames: verdict and ns/frame for each.
     Filter(filter::FilterArgs),
+    /// Check scenario files: every problem with its file, line and field.
+    Validate(validate::ValidateArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Bench(args) => bench::run(&args),
         Command::Filter(args) => filter::run(&args),
+        Command::Validate(args) => validate::run(&args),
     };
     ExitCode::from(code)
 }
