@@ -285,10 +285,6 @@ impl DmaEngine {
         self.transfers.is_empty() && self.slots.iter().all(Option::is_none)
     }
 
-    pub(super) fn all_slots_free(&self) -> bool {
-        self.reserved == 0 && self.slots.iter().all(Option::is_none)
-    }
-
     pub(super) fn add(
         &mut self,
         id: TransferId,
@@ -384,10 +380,7 @@ impl Fabric {
             if t.in_train.is_some() {
                 return;
             }
-            if allow_train
-                && self.endpoints[ep].dma.all_slots_free()
-                && self.try_start_train(sched, ep, id)
-            {
+            if allow_train && self.try_start_train(sched, ep, id) {
                 return;
             }
             let reserved = self.endpoints[ep].dma.reserved;

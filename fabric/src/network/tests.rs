@@ -878,12 +878,15 @@ mod properties {
             let n = ids.len();
             for (i, &a) in ids.iter().enumerate() {
                 let data = pattern(2000, i as u8);
-                s.fabric.memory_mut(a).unwrap().write(ProcAddr(0), &data).unwrap();
+                // The source lies apart from every incoming region, so the
+                // order in which writes land cannot change what is sent.
+                let source = ProcAddr(0x8_0000);
+                s.fabric.memory_mut(a).unwrap().write(source, &data).unwrap();
                 for (j, &b) in ids.iter().enumerate() {
                     if i == j { continue; }
                     let key = s.register(b, a, ProcAddr(4096 * i as u64), 2000, Access::WRITE).unwrap();
                     let plane = failed_plane.map(|p| p.other());
-                    s.start_dma(a, DmaRequest { plane, ..DmaRequest::write(b, ProcAddr(0), FabricAddr::new(key, 0), 2000) }).unwrap();
+                    s.start_dma(a, DmaRequest { plane, ..DmaRequest::write(b, source, FabricAddr::new(key, 0), 2000) }).unwrap();
                 }
             }
             s.run_to_idle();
@@ -954,5 +957,56 @@ fn back_to_back_transfers_of_one_requester_all_complete_across_train_splits() {
             .unwrap()
             .to_vec();
         assert_eq!(got, data, "transfer {i} landed byte-exact");
+    }
+}
+
+/// Transfers one requester starts back to back, to two targets, while the
+/// previous ones are still in flight: as chained trains they complete at
+/// the same virtual times as packet by packet.
+#[test]
+fn chained_trains_of_one_requester_match_packet_level_timing() {
+    for (sizes, gap_ns) in [
+        (vec![64u64, 64, 64, 64, 64, 64], 0u64),
+        (vec![80, 16, 80, 16, 80, 16, 80, 16], 300),
+        (vec![1500, 1500, 1500, 1500], 700),
+        (vec![64, 1500, 64, 1500, 64, 1500], 100),
+        (vec![3000, 64, 3000, 64], 0),
+    ] {
+        let run = |packet_level: bool| {
+            let mut s = sim(config(), 3);
+            s.fabric.set_packet_level(packet_level);
+            let kb = s
+                .register(ep(B), ep(C), ProcAddr(0x1000), 1 << 20, Access::WRITE)
+                .unwrap();
+            let ka = s
+                .register(ep(A), ep(C), ProcAddr(0x1000), 1 << 20, Access::WRITE)
+                .unwrap();
+            s.run_until(Instant::from_ns(1000));
+            let mut ids = Vec::new();
+            for (i, &len) in sizes.iter().enumerate() {
+                let (target, key) = if i % 2 == 0 { (B, kb) } else { (A, ka) };
+                let req = DmaRequest::write(
+                    ep(target),
+                    ProcAddr(0),
+                    FabricAddr::new(key, i as u32 * 4096),
+                    len,
+                );
+                ids.push(s.start_dma(ep(C), req).unwrap());
+                if gap_ns > 0 {
+                    s.run_until(s.now() + Duration::from_ns(gap_ns));
+                }
+            }
+            s.run_to_idle();
+            let mut done = s.fabric.take_completions();
+            done.sort_by_key(|c| c.id);
+            assert_eq!(done.len(), sizes.len());
+            assert!(done.iter().all(|c| c.result.is_ok()));
+            let trains = done.iter().filter(|c| c.used_train).count();
+            (done.iter().map(|c| c.finished).collect::<Vec<_>>(), trains)
+        };
+        let (packet, _) = run(true);
+        let (train, trains) = run(false);
+        assert!(trains > 1, "{sizes:?}: {trains} transfers ran as trains");
+        assert_eq!(train, packet, "{sizes:?} with {gap_ns} ns between starts");
     }
 }

@@ -94,8 +94,11 @@ pub(super) struct Train {
     packets: u64,
     /// The recurrence evaluated over every packet at the start.
     full: Option<Evaluation>,
-    /// Transaction IDs reserved for the train's packets (one bit per TID).
+    /// Transaction IDs reserved for the train's packets (one bit per TID);
+    /// their number is the train's window of packets in flight.
     tids: u16,
+    /// The train's ID (its key in `Fabric::trains`).
+    id: u32,
 }
 
 impl Train {
@@ -120,6 +123,7 @@ struct Evaluation {
     jumped: u64,
 }
 
+#[derive(Clone, Copy)]
 struct Params {
     /// Wire sizes of an empty packet, a full one and the transfer's last one.
     sizes: [u64; 3],
@@ -248,6 +252,11 @@ fn jump(ev: &mut Evaluation, j: usize, m: usize, delta: u64, p: &Params, classes
 }
 
 fn evaluate(train: &Train, p: &Params, stop_before: Option<Instant>) -> Evaluation {
+    // The train may have in flight as many packets as it holds IDs.
+    let p = &Params {
+        window: (train.tids.count_ones() as usize).max(1),
+        ..*p
+    };
     let init = |chans: &[ChanTiming]| -> Vec<ChanState> {
         chans
             .iter()
@@ -389,11 +398,19 @@ impl Fabric {
             return false;
         };
         let remaining = t.total_packets - t.next_packet;
-        if remaining == 0
-            || t.failed
-            || t.in_train.is_some()
-            || !self.endpoints[ep].dma.all_slots_free()
-        {
+        // Transaction IDs neither outstanding nor held by another train.
+        let dma = &self.endpoints[ep].dma;
+        let window = (self.config.max_outstanding as usize).min(16);
+        let mut tids = 0u16;
+        for i in 0..window {
+            if tids.count_ones() as u64 >= remaining {
+                break;
+            }
+            if dma.slots[i].is_none() && dma.reserved & (1 << i) == 0 {
+                tids |= 1 << i;
+            }
+        }
+        if remaining == 0 || t.failed || t.in_train.is_some() || tids == 0 {
             return false;
         }
         let (requester, target, plane, op, first_packet) =
@@ -455,12 +472,40 @@ impl Fabric {
         let slots = self.config.buffer_slots as usize;
         let free = channels.iter().all(|&ch| {
             let c = &self.channels[ch as usize];
-            c.up && c.train.is_none()
-                && c.queue.is_empty()
-                && c.credits as usize + c.pending_credits.len() == slots
+            c.up && c.queue.is_empty()
+                && match c.train {
+                    None => c.credits as usize + c.pending_credits.len() == slots,
+                    // A train of the same requester: this one follows it.
+                    Some(other) => self.trains.get(&other).is_some_and(|o| o.ep == ep),
+                }
         });
         if !free {
             return false;
+        }
+        // On a channel an earlier train of this requester still holds, the
+        // recurrence starts from that train's final state there: its packets
+        // go first, as they would in the channel's FIFO.
+        for c in fwd.iter_mut().chain(rev.iter_mut()) {
+            let Some(other) = self.channels[c.ch as usize].train else {
+                continue;
+            };
+            let Some(o) = self.trains.get(&other) else {
+                continue;
+            };
+            let Some(oev) = o.full.as_ref() else { continue };
+            let state = o
+                .fwd
+                .iter()
+                .zip(&oev.fwd)
+                .chain(o.rev.iter().zip(&oev.rev))
+                .find(|(t, _)| t.ch == c.ch)
+                .map(|(_, st)| st);
+            if let Some(st) = state {
+                c.busy_until = st.last_end;
+                let mut ready = st.credits.clone();
+                ready.sort();
+                c.credit_ready = ready;
+            }
         }
         let train_id = self.next_train;
         self.next_train = self.next_train.wrapping_add(1);
@@ -479,9 +524,8 @@ impl Fabric {
             first_packet,
             packets: remaining,
             full: None,
-            // The requester has no transaction outstanding (checked by the
-            // caller): the train holds as many TIDs as it can have in flight.
-            tids: ((1u32 << (remaining as usize).min(params.window)) - 1) as u16,
+            tids,
+            id: train_id,
         };
         let ev = evaluate(&train, &params, None);
         let end = ev.times.last().map(|p| p.response).unwrap_or(now);
@@ -586,10 +630,15 @@ impl Fabric {
             let ch = timing.ch;
             let comp = self.component_of_channel(ch);
             let c = &mut self.channels[ch as usize];
-            c.train = None;
             c.counters.packets += st.packets;
             c.counters.bytes += st.bytes;
             c.counters.busy_ps += st.busy_ps;
+            if c.train != Some(train.id) {
+                // A later train of the requester holds the channel; its state
+                // already continues from this one's.
+                continue;
+            }
+            c.train = None;
             c.busy_until = c.busy_until.max(st.last_end);
             let pending: Vec<Instant> = st.credits.iter().copied().filter(|&t| t > now).collect();
             c.credits = slots.saturating_sub(pending.len() as u8);
