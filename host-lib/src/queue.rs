@@ -13,7 +13,7 @@
 //! | interrupt slot | one page | write + interrupt |
 //! | admin slot (command and mailbox replies) | one page | write + interrupt |
 //! | buffer pool | `buffers × chunk` | read + write |
-//! | doorbell and mailbox staging | 3 pages | none (the processor's own) |
+//! | doorbell and mailbox staging | 1 page + the mailbox size | none (the processor's own) |
 //!
 //! Each region the adapter may reach gets one window through a
 //! [`DmaMapper`]; nothing else of the processor's memory is reachable.
@@ -48,6 +48,10 @@ use crate::mapper::{DeviceAddr, DmaMapper, FabricMapper, HostRegion, MapError};
 
 /// Bytes of a page: regions are page-aligned.
 pub const PAGE: u64 = 4096;
+
+/// Bytes of the processor-side copy of a control message before it goes
+/// to the adapter's mailbox.
+const MAILBOX_STAGING: u64 = regs::MAILBOX_MAX as u64;
 
 /// How to lay out a queue pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,7 +246,7 @@ impl Regions {
         let admin = irq + PAGE;
         let buffers = admin + PAGE;
         let staging = buffers + pages(s.buffers as u64 * s.chunk as u64);
-        let end = staging + 3 * PAGE;
+        let end = staging + PAGE + MAILBOX_STAGING;
         Regions {
             rx_ring,
             tx_ring,
@@ -269,7 +273,7 @@ impl Regions {
     fn config(&self) -> ProcAddr {
         ProcAddr(self.staging + 256)
     }
-    // Staging pages 1–2: the mailbox message.
+    // From staging page 1: the mailbox message.
     fn mailbox(&self) -> ProcAddr {
         ProcAddr(self.staging + PAGE)
     }
@@ -320,6 +324,8 @@ pub struct QueuePair {
     seq: u32,
     pending: Vec<(TransferId, Pending)>,
     outcomes: VecDeque<(u32, ControlOutcome)>,
+    mailbox_queue: VecDeque<(u32, Vec<u8>)>,
+    mailbox_busy: bool,
     irq_key: snet_fabric::WindowKey,
     admin_key: snet_fabric::WindowKey,
     counters: HostCounters,
@@ -367,10 +373,14 @@ impl QueuePair {
                 setup.chunk
             ));
         }
-        if setup.buffers < setup.rx_ring {
+        if setup.buffers == 0 {
+            return bad("buffers must be at least 1".into());
+        }
+        if setup.queue >= regs::MAX_QUEUES {
             return bad(format!(
-                "buffers {} must be at least rx_ring {} (to fill the ring)",
-                setup.buffers, setup.rx_ring
+                "queue {} must be below {}",
+                setup.queue,
+                regs::MAX_QUEUES
             ));
         }
         if setup.base.0 % PAGE != 0 {
@@ -497,6 +507,8 @@ impl QueuePair {
             seq: 0,
             pending: Vec::new(),
             outcomes: VecDeque::new(),
+            mailbox_queue: VecDeque::new(),
+            mailbox_busy: false,
             irq_key: windows.irq.key(),
             admin_key: windows.admin.key(),
             counters: HostCounters::default(),
@@ -517,10 +529,11 @@ impl QueuePair {
             reserved: 0.into(),
         };
         qp.write_local(cluster, qp.regions.config(), cfg.as_bytes())?;
+        let slot = FabricAddr::new(qp.adapter.staging.key(), regs::config_offset(setup.queue));
         let id = qp.dma(
             cluster,
             qp.regions.config(),
-            qp.adapter.staging,
+            slot,
             size_of::<QueueConfig>() as u64,
         )?;
         qp.pending.push((id, Pending::ConfigStaged));
@@ -708,11 +721,26 @@ impl QueuePair {
         bytes: &[u8],
     ) -> Result<u32, HostError> {
         let seq = self.next_seq();
-        let len = bytes.len().min(2 * PAGE as usize);
+        self.mailbox_queue.push_back((seq, bytes.to_vec()));
+        self.stage_next_control(cluster)?;
+        Ok(seq)
+    }
+
+    /// Stages the next queued control message if none is in flight (the
+    /// adapter has one mailbox per processor: the next message goes when the
+    /// previous one is answered).
+    fn stage_next_control<H: Traced>(&mut self, cluster: &mut Cluster<H>) -> Result<(), HostError> {
+        if self.mailbox_busy {
+            return Ok(());
+        }
+        let Some((seq, bytes)) = self.mailbox_queue.pop_front() else {
+            return Ok(());
+        };
+        let len = bytes.len().min(MAILBOX_STAGING as usize);
         self.write_local(cluster, self.regions.mailbox(), &bytes[..len])?;
         let remote = FabricAddr::new(self.adapter.staging.key(), regs::MAILBOX_BODY);
-        let staged = len.min(regs::MAILBOX_MAX as usize) as u64;
-        let id = self.dma(cluster, self.regions.mailbox(), remote, staged)?;
+        let id = self.dma(cluster, self.regions.mailbox(), remote, len as u64)?;
+        self.mailbox_busy = true;
         self.pending.push((
             id,
             Pending::MailboxStaged {
@@ -720,7 +748,7 @@ impl QueuePair {
                 len: bytes.len() as u32,
             },
         ));
-        Ok(seq)
+        Ok(())
     }
 
     /// Control-message outcomes that arrived, oldest first.
@@ -795,6 +823,8 @@ impl QueuePair {
                     None => ControlOutcome::Refused(StatusCode::UnknownCommand),
                 };
                 self.outcomes.push_back((st.seq.get(), outcome));
+                self.mailbox_busy = false;
+                self.stage_next_control(cluster)?;
             }
             _ => self.counters.bad_completions += 1,
         }

@@ -97,6 +97,11 @@ pub struct Hosts {
     pub consumed: Vec<u64>,
     /// Bytes consumed per processor.
     pub consumed_bytes: Vec<u64>,
+    /// Per processor, the wrapping sum of the CRC-32 of every frame consumed
+    /// (so a test can check contents, not just counts).
+    pub consumed_digest: Vec<u64>,
+    /// Processors that failed: their side does nothing any more.
+    pub failed: Vec<bool>,
     /// Errors the host side met (a test asserts this stays empty).
     pub errors: Vec<String>,
 }
@@ -116,6 +121,9 @@ impl HostModel<NoEvent> for Hosts {
         let Some(i) = self.index(processor) else {
             return;
         };
+        if self.failed[i] {
+            return;
+        }
         if let Err(e) = self.processors[i].on_interrupt(cluster) {
             self.errors.push(e.to_string());
         }
@@ -124,13 +132,16 @@ impl HostModel<NoEvent> for Hosts {
                 let qp = self.processors[i].queue_mut(q).expect("index in range");
                 let mut n = 0;
                 let mut bytes = 0;
+                let mut digest = 0u64;
                 while let Some(buf) = qp.recv(&cluster.fabric) {
                     n += 1;
                     bytes += buf.len() as u64;
+                    digest = digest.wrapping_add(frame_digest(&buf));
                 }
                 if n > 0 {
                     self.consumed[i] += n;
                     self.consumed_bytes[i] += bytes;
+                    self.consumed_digest[i] = self.consumed_digest[i].wrapping_add(digest);
                     if let Err(e) = qp.poll(cluster) {
                         self.errors.push(e.to_string());
                     }
@@ -140,7 +151,7 @@ impl HostModel<NoEvent> for Hosts {
     }
 
     fn dma_done(&mut self, cluster: &mut Cluster<NoEvent>, done: DmaCompletion) {
-        if let Some(i) = self.index(done.requester) {
+        if let Some(i) = self.index(done.requester).filter(|&i| !self.failed[i]) {
             if let Err(e) = self.processors[i].on_dma_done(cluster, &done) {
                 self.errors.push(e.to_string());
             }
@@ -150,6 +161,11 @@ impl HostModel<NoEvent> for Hosts {
     fn lan_frame(&mut self, cluster: &mut Cluster<NoEvent>, _: StationId, frame: Vec<u8>) {
         self.client_frames.push((cluster.now(), frame));
     }
+}
+
+/// What [`Hosts::consumed_digest`] adds up for one frame: its CRC-32.
+pub fn frame_digest(frame: &[u8]) -> u64 {
+    u64::from(u32::from_le_bytes(mac::fcs(frame)))
 }
 
 /// The rig.
@@ -202,6 +218,8 @@ impl Rig {
         let mut hosts = Hosts {
             consumed: vec![0; processors.len()],
             consumed_bytes: vec![0; processors.len()],
+            consumed_digest: vec![0; processors.len()],
+            failed: vec![false; processors.len()],
             ..Hosts::default()
         };
         for &p in &processors {
@@ -299,6 +317,7 @@ impl Rig {
     /// Fails processor `p` (index) now.
     pub fn fail_processor(&mut self, p: usize) {
         let ep = self.processors[p];
+        self.hosts.failed[p] = true;
         if let Err(e) = self.cluster.fail(FaultTarget::Endpoint(ep)) {
             self.hosts.errors.push(e.to_string());
         }

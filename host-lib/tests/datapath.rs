@@ -10,7 +10,7 @@ use snet_firmware::control::{ControlMessage, RejectReason};
 use snet_firmware::kit::PacketBuilder;
 use snet_firmware::listener::ListenerKey;
 use snet_firmware::tuple::{FiveTuple, PROTO_TCP};
-use snet_host_lib::rig::{Rig, RigConfig};
+use snet_host_lib::rig::{Rig, RigConfig, frame_digest};
 use snet_host_lib::{ControlOutcome, QueueSetup};
 use snet_nic_model::mac;
 use snet_nic_model::regs::Register;
@@ -168,6 +168,7 @@ fn the_tx_ring_fills_and_refuses_with_the_buffer_back() {
     let qp = rig.hosts.processors[0].queue_mut(0).unwrap();
     let mut frame = syn(1, 2, b"x");
     frame[..6].copy_from_slice(&snet_firmware::kit::CLIENT_MAC);
+    frame[6..12].copy_from_slice(&snet_firmware::kit::ADAPTER_MAC);
     let mut sent = 0;
     loop {
         let buf = qp.tx_buffer().unwrap();
@@ -205,7 +206,7 @@ fn frames_with_no_buffer_posted_are_dropped_and_counted() {
             rx_ring: 4,
             tx_ring: 4,
             cq_ring: 8,
-            buffers: 8,
+            buffers: 3,
             ..QueueSetup::default()
         },
         ..RigConfig::default()
@@ -219,6 +220,11 @@ fn frames_with_no_buffer_posted_are_dropped_and_counted() {
     assert_eq!(c.rx_delivered, 3);
     assert_eq!(c.rx_no_buffer, 7);
     assert_eq!(rig.hosts.processors[0].queues()[0].pending_rx(), 3);
+    // Still nothing posted: the next frame is dropped too.
+    rig.client_send(&syn(1999, 80, b"dropped"));
+    rig.run_for(Duration::from_us(200));
+    assert_eq!(rig.cluster.nics[0].counters().rx_no_buffer, 8);
+    assert_eq!(rig.cluster.nics[0].counters().rx_delivered, 3);
     // Once the frames are consumed, buffers are posted again and frames flow.
     let qp = rig.hosts.processors[0].queue_mut(0).unwrap();
     while qp.recv(&rig.cluster.fabric).is_some() {}
@@ -502,6 +508,12 @@ fn a_failed_processor_loses_its_queues_while_the_others_keep_every_byte() {
     for p in [0usize, 2, 3] {
         assert_eq!(rig.hosts.consumed[p], sent[p], "P{p} got every frame");
         assert_eq!(rig.hosts.consumed_bytes[p], sent[p] * frame_len);
+        let one = frame_digest(&segment(10_000 + p as u16, 8000 + p as u16, &payload));
+        assert_eq!(
+            rig.hosts.consumed_digest[p],
+            one.wrapping_mul(sent[p]),
+            "P{p}: every byte of every frame intact"
+        );
     }
     assert!(rig.hosts.consumed[1] < sent[1]);
     // Segments of the dead processor's connection are answered with RST by
@@ -700,4 +712,167 @@ fn port_and_fabric_captures_open_as_pcap_files() {
     // the interrupt and doorbell traffic around them.
     assert!(packets >= 4, "{packets} packets");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn fetch_batch_of_one_still_fetches() {
+    let mut config = RigConfig::default();
+    config.nic.fetch_batch = 1;
+    let mut rig = rig(config);
+    listen(&mut rig, 0, 80);
+    rig.client_send(&syn(1000, 80, b"x"));
+    rig.run_for(Duration::from_us(200));
+    assert_eq!(rig.cluster.nics[0].counters().rx_delivered, 1);
+}
+
+#[test]
+fn a_restored_adapter_resumes_its_queues() {
+    let mut rig = rig(RigConfig::default());
+    rig.hosts.consume = true;
+    listen(&mut rig, 0, 80);
+    for i in 0..20 {
+        rig.client_send(&syn(1000 + i, 80, b"x"));
+    }
+    rig.run_for(Duration::from_us(2));
+    let adapter = rig.adapters[0];
+    rig.cluster
+        .fail(snet_fabric::network::FaultTarget::Endpoint(adapter))
+        .unwrap();
+    rig.run_for(Duration::from_us(200));
+    rig.cluster
+        .restore(snet_fabric::network::FaultTarget::Endpoint(adapter))
+        .unwrap();
+    rig.run_for(Duration::from_us(50));
+    let before = rig.cluster.nics[0].counters().rx_delivered;
+    for i in 0..5 {
+        rig.client_send(&syn(5000 + i, 80, b"after"));
+    }
+    rig.run_for(Duration::from_us(300));
+    let c = *rig.cluster.nics[0].counters();
+    assert!(rig.cluster.nics[0].queue_ok(rig.processors[0], 0), "{c:?}");
+    assert_eq!(c.queue_errors, 0);
+    assert_eq!(c.rx_delivered, before + 5, "{c:?}");
+    assert!(rig.hosts.consumed[0] >= 5);
+}
+
+#[test]
+fn several_queues_of_one_processor_on_one_adapter_get_their_own_rings() {
+    let mut rig = rig(RigConfig {
+        processors: 1,
+        ..RigConfig::default()
+    });
+    let setup = |q| QueueSetup {
+        queue: q,
+        buffers: 64,
+        rx_ring: 32,
+        tx_ring: 16,
+        cq_ring: 64,
+        ..QueueSetup::default()
+    };
+    // Created back to back: their configurations are staged at the same time.
+    rig.hosts.processors[0]
+        .add_queue(&mut rig.cluster, 0, setup(1))
+        .unwrap();
+    rig.hosts.processors[0]
+        .add_queue(&mut rig.cluster, 0, setup(2))
+        .unwrap();
+    rig.run_for(Duration::from_us(200));
+    assert!(rig.all_ready());
+    for q in [1usize, 2] {
+        let mut frame = syn(q as u16, 2, b"from a queue");
+        frame[..6].copy_from_slice(&snet_firmware::kit::CLIENT_MAC);
+        frame[6..12].copy_from_slice(&snet_firmware::kit::ADAPTER_MAC);
+        let qp = rig.hosts.processors[0].queue_mut(q).unwrap();
+        let buf = qp.tx_buffer().unwrap();
+        qp.buffer_mut(&mut rig.cluster.fabric, &buf)[..frame.len()].copy_from_slice(&frame);
+        qp.send(&mut rig.cluster, buf, frame.len() as u32, TxFlags::empty())
+            .unwrap();
+        rig.run_for(Duration::from_us(200));
+        rig.hosts.processors[0]
+            .queue_mut(q)
+            .unwrap()
+            .poll(&mut rig.cluster)
+            .unwrap();
+        assert_eq!(
+            rig.hosts.processors[0].queues()[q].counters().tx_frames,
+            1,
+            "queue {q}"
+        );
+    }
+    assert_eq!(rig.hosts.client_frames.len(), 2);
+    assert_eq!(rig.cluster.nics[0].counters().bad_descriptors, 0);
+}
+
+#[test]
+fn control_messages_sent_back_to_back_are_each_applied_once() {
+    let mut rig = rig(RigConfig::default());
+    let qp = rig.hosts.processors[0].queue_mut(0).unwrap();
+    let env = |port| {
+        snet_firmware::control::Envelope::new(
+            snet_firmware::ProcessorId(0),
+            ControlMessage::RegisterListener(tcp_any(port)),
+        )
+    };
+    let a = qp.send_control(&mut rig.cluster, &env(1000)).unwrap();
+    let b = qp.send_control(&mut rig.cluster, &env(2000)).unwrap();
+    let c = qp.send_control(&mut rig.cluster, &env(1000)).unwrap();
+    rig.run_for(Duration::from_us(300));
+    let out = rig.hosts.processors[0]
+        .queue_mut(0)
+        .unwrap()
+        .take_outcomes();
+    assert_eq!(
+        out,
+        vec![
+            (a, ControlOutcome::Accepted),
+            (b, ControlOutcome::Accepted),
+            (c, ControlOutcome::Rejected(RejectReason::AlreadyListening)),
+        ]
+    );
+}
+
+#[test]
+fn written_completions_are_signalled_even_when_the_completion_ring_is_full() {
+    // A completion ring smaller than the two rings together (legal for a
+    // driver that polls), and a TX ring the adapter reads as nine bad
+    // descriptors: seven entries fit; the processor must still be told.
+    let mut rig = rig(RigConfig {
+        queue: QueueSetup {
+            rx_ring: 4,
+            tx_ring: 4,
+            cq_ring: 8,
+            buffers: 8,
+            coalesce_count: 32,
+            coalesce_ns: 20_000,
+            ..QueueSetup::default()
+        },
+        ..RigConfig::default()
+    });
+    let ep = rig.processors[0];
+    let windows = rig.cluster.nics[0].windows_for(ep).unwrap();
+    for tail in [3u32, 2, 1] {
+        let m = rig.cluster.fabric.memory_mut(ep).unwrap();
+        let scratch = ProcAddr(m.len() - 64);
+        m.write(scratch, &tail.to_le_bytes()).unwrap();
+        let mut lift = snet_fabric::engine::Lift::new(&mut rig.cluster.engine);
+        rig.cluster
+            .fabric
+            .start_dma(
+                &mut lift,
+                ep,
+                DmaRequest::write(
+                    windows.adapter,
+                    scratch,
+                    FabricAddr::new(windows.csr.key(), Register::TxTail(0).offset()),
+                    4,
+                ),
+            )
+            .unwrap();
+        rig.run_for(Duration::from_us(5));
+    }
+    rig.run_for(Duration::from_ms(1));
+    let q = rig.cluster.nics[0].queue_counters(ep, 0).unwrap();
+    assert_eq!(q.completions, 7, "{q:?}");
+    assert!(q.interrupts > 0, "written entries were signalled: {q:?}");
+    assert_eq!(q.bad_descriptors, 9);
 }

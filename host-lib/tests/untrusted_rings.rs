@@ -34,16 +34,29 @@ proptest! {
     fn any_ring_contents_and_doorbells_are_survived(
         rx in prop::collection::vec(descriptor(), 16),
         tx in prop::collection::vec(descriptor(), 16),
-        doorbells in prop::collection::vec((0u8..3, 0u32..40), 1..6),
+        doorbells in prop::collection::vec((0u8..3, 0u32..40), 0..6),
+        rx_tail in 0u32..15,
         frames in 1usize..12,
     ) {
         let mut rig = Rig::new(RigConfig {
             processors: 2,
-            queue: QueueSetup { rx_ring: 16, tx_ring: 16, cq_ring: 32, buffers: 16, ..QueueSetup::default() },
+            // 15 buffers: all posted at start, none left to repost.
+            queue: QueueSetup { rx_ring: 16, tx_ring: 16, cq_ring: 32, buffers: 15, ..QueueSetup::default() },
             ..RigConfig::default()
         }).unwrap();
         let key = ListenerKey { protocol: PROTO_TCP, addr: None, port: 80 };
         rig.control(0, ControlMessage::RegisterListener(key));
+        let frame = |i: usize| PacketBuilder::tcp(
+            format!("198.18.0.1:{}", 1000 + i).parse().unwrap(),
+            "198.18.0.10:80".parse().unwrap(),
+        ).payload(&[7u8; 100]).build().unwrap();
+        // Use up the library's own descriptors (the adapter has them cached),
+        // so the frames below must take descriptors from the random ring.
+        for i in 0..15 {
+            rig.client_send(&frame(100 + i));
+        }
+        rig.run_for(Duration::from_us(500));
+        prop_assert_eq!(rig.cluster.nics[0].counters().rx_delivered, 15);
         let ep = rig.processors[0];
         let qp = &rig.hosts.processors[0].queues()[0];
         let (rx_ring, tx_ring) = (qp.rx_ring_addr(), qp.tx_ring_addr());
@@ -51,12 +64,18 @@ proptest! {
         let windows = rig.cluster.nics[0].windows_for(ep).unwrap();
         let other = rig.processors[1];
         let other_before = rig.cluster.fabric.memory(other).unwrap().slice(ProcAddr(0), 1 << 20).unwrap().to_vec();
+        // The adapter's next RX descriptor (slot 15) is surely bad.
+        let mut rx = rx;
+        rx[15].flags = 1.into();
+        let before = *rig.cluster.nics[0].counters();
         {
             let m = rig.cluster.fabric.memory_mut(ep).unwrap();
             m.write(rx_ring, rx.as_bytes()).unwrap();
             m.write(tx_ring, tx.as_bytes()).unwrap();
         }
         let scratch = ProcAddr(rig.cluster.fabric.memory(ep).unwrap().len() - 64);
+        let mut doorbells = doorbells;
+        doorbells.push((0, rx_tail));
         for (i, &(which, value)) in doorbells.iter().enumerate() {
             let reg = match which { 0 => Register::RxTail(0), 1 => Register::TxTail(0), _ => Register::CqHead(0) };
             let at = ProcAddr(scratch.0 + 4 * i as u64);
@@ -66,14 +85,13 @@ proptest! {
                 windows.adapter, at, FabricAddr::new(windows.csr.key(), reg.offset()), 4)).unwrap();
         }
         for i in 0..frames {
-            let f = PacketBuilder::tcp(
-                format!("198.18.0.1:{}", 1000 + i).parse().unwrap(),
-                "198.18.0.10:80".parse().unwrap(),
-            ).payload(&[7u8; 100]).build().unwrap();
-            rig.client_send(&f);
+            rig.client_send(&frame(i));
         }
         rig.run_for(Duration::from_ms(2));
-        let c = *rig.cluster.nics[0].counters();
+        let mut c = *rig.cluster.nics[0].counters();
+        c.rx_delivered -= before.rx_delivered;
+        // The bad descriptor at the adapter's RX head was read and refused.
+        prop_assert!(c.bad_descriptors > before.bad_descriptors, "{c:?}");
         // Every frame that reached the port is accounted for exactly once.
         let accounted = c.rx_delivered + c.rx_no_buffer + c.rx_truncated + c.rx_dma_errors
             + c.rx_backlog_full + c.rx_no_queue + c.rx_processor_down + c.rx_firmware_drops

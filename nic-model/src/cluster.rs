@@ -316,7 +316,7 @@ impl<H: Traced> Cluster<H> {
         self.fabric.fail(&mut lift, target)?;
         if let FaultTarget::Endpoint(ep) = target {
             if let Some(i) = self.nic_on(ep) {
-                self.nics[i].set_up(false);
+                self.nics[i].fail();
                 if let Some(PortAttachment::Lan(st)) = self.ports[i] {
                     self.lan.set_up(st, false);
                 }
@@ -336,7 +336,8 @@ impl<H: Traced> Cluster<H> {
         self.fabric.restore(&mut lift, target)?;
         if let FaultTarget::Endpoint(ep) = target {
             if let Some(i) = self.nic_on(ep) {
-                self.nics[i].set_up(true);
+                let mut lift = Lift::new(&mut self.engine);
+                self.nics[i].restore(&mut lift, &mut self.fabric);
                 if let Some(PortAttachment::Lan(st)) = self.ports[i] {
                     self.lan.set_up(st, true);
                 }

@@ -252,6 +252,14 @@ impl Lan {
             c.frame(now, &frame[..frame.len().saturating_sub(FCS_LEN)]);
         }
         let src_mac = src.mac;
+        // The switch learns where a source address lives (a station may
+        // send from an address other than the one it attached with).
+        if !src_mac.is_group() {
+            let from = MacAddr::source(&frame).unwrap_or(src_mac);
+            if !from.is_group() && self.learnt.get(&from) != Some(&s) {
+                self.learnt.insert(from, s);
+            }
+        }
         if self.config.loss_rate > 0.0 && self.chance(self.config.loss_rate) {
             self.stations[s.0 as usize].counters.dropped_loss += 1;
             return Some(done);
@@ -404,6 +412,23 @@ mod tests {
         assert_eq!(got[1].0, Instant::from_ns(1344 + 500 + 672 + 500));
         assert_eq!(lan.counters(b).unwrap().rx_frames, 2);
         assert_eq!(lan.counters(a).unwrap().tx_bytes, 128);
+    }
+
+    #[test]
+    fn the_switch_learns_source_addresses() {
+        let (mut e, mut lan) = lan(LanConfig::default());
+        let a = lan.attach(A, LinkSpeed::GBIT_1);
+        let b = lan.attach(B, LinkSpeed::GBIT_1);
+        let c = lan.attach(C, LinkSpeed::GBIT_1);
+        // B sends from a second address (an address taken over by B).
+        let moved = MacAddr([2, 0, 0, 0, 0, 0x42]);
+        lan.transmit(&mut e, b, frame(A, moved, 64));
+        run(&mut e, &mut lan);
+        lan.transmit(&mut e, a, frame(moved, A, 64));
+        let got = run(&mut e, &mut lan);
+        assert_eq!(got.len(), 1, "learnt: no flooding");
+        assert_eq!(got[0].1, b);
+        let _ = c;
     }
 
     #[test]

@@ -282,9 +282,13 @@ enum Purpose {
     CqWrite {
         q: QKey,
         count: u32,
+        /// Ring index and phase of the first entry written.
+        first: u32,
+        phase: bool,
     },
     Irq {
         q: QKey,
+        count: u32,
     },
     Status,
 }
@@ -356,6 +360,9 @@ struct Queue {
     cq_tail: u32,
     cq_phase: bool,
     cq_pending: VecDeque<Completion>,
+    /// Entries of the completion write in flight (given back if the adapter
+    /// fails before it lands).
+    cq_inflight: Vec<Completion>,
     cq_writing: bool,
     cq_stalled: bool,
     coalesce_count: u32,
@@ -404,7 +411,8 @@ struct Layout {
     end: u64,
 }
 
-const STATUS_SLOTS: u64 = 8;
+/// Replies in flight per processor: one command and one control message per queue.
+const STATUS_SLOTS: u64 = 2 * regs::MAX_QUEUES as u64;
 
 impl Layout {
     fn new(c: &NicConfig) -> Layout {
@@ -893,6 +901,9 @@ impl Nic {
     }
 
     fn service_rx<S: NicScheduler>(&mut self, sched: &mut S, fabric: &mut Fabric, k: QKey) {
+        if !self.up {
+            return; // a failed adapter does nothing until restored
+        }
         let endpoint = self.procs[k.proc as usize].endpoint;
         loop {
             let Some(q) = self.queue_mut(k) else { return };
@@ -986,6 +997,9 @@ impl Nic {
 
     /// Fetches descriptors of the RX (`rx`) or TX ring when the cache runs low.
     fn fetch<S: NicScheduler>(&mut self, sched: &mut S, fabric: &mut Fabric, k: QKey, rx: bool) {
+        if !self.up {
+            return; // a failed adapter does nothing until restored
+        }
         let batch = self.config.fetch_batch;
         let endpoint = self.procs[k.proc as usize].endpoint;
         let local = if rx {
@@ -995,7 +1009,7 @@ impl Nic {
         };
         let Some(q) = self.queue_mut(k) else { return };
         let r = if rx { &mut q.rx } else { &mut q.tx };
-        if r.fetching || r.cache.len() as u32 >= batch / 2 || r.unfetched() == 0 {
+        if r.fetching || r.cache.len() as u32 >= batch.div_ceil(2) || r.unfetched() == 0 {
             return;
         }
         let first = r.head;
@@ -1042,6 +1056,9 @@ impl Nic {
         let batch = self.config.cq_batch;
         let endpoint = self.procs[k.proc as usize].endpoint;
         let stage = self.layout.cq_stage(k.proc, k.queue);
+        if !self.up {
+            return;
+        }
         let Some(q) = self.queue_mut(k) else { return };
         if q.cq_writing || q.cq_pending.is_empty() {
             return;
@@ -1052,22 +1069,32 @@ impl Nic {
             .min(free)
             .min(q.cq_size - q.cq_tail);
         if n == 0 {
-            if !q.cq_stalled {
-                q.cq_stalled = true;
+            let first_stall = !q.cq_stalled;
+            q.cq_stalled = true;
+            let unsignalled = q.irq_pending > 0;
+            if first_stall {
                 self.counters.cq_full_stalls += 1;
+            }
+            // The ring is full: the processor must hear about what was
+            // written, or it never consumes and frees the ring.
+            if unsignalled {
+                self.irq_send(sched, fabric, k);
             }
             return;
         }
         q.cq_stalled = false;
         let first = q.cq_tail;
+        let phase = q.cq_phase;
         let mut bytes = Vec::with_capacity(n as usize * COMPLETION_LEN);
-        for i in 0..n {
-            let mut c = q.cq_pending.pop_front().expect("n ≤ pending");
-            let mut f = CompletionFlags::from_bits_truncate(c.flags.get());
-            f.set(CompletionFlags::PHASE, q.cq_phase);
-            c.flags = f.bits().into();
-            let _ = i;
-            bytes.extend_from_slice(c.as_bytes());
+        q.cq_inflight.clear();
+        for _ in 0..n {
+            let c = q.cq_pending.pop_front().expect("n ≤ pending");
+            q.cq_inflight.push(c);
+            let mut w = c;
+            let mut f = CompletionFlags::from_bits_truncate(w.flags.get());
+            f.set(CompletionFlags::PHASE, phase);
+            w.flags = f.bits().into();
+            bytes.extend_from_slice(w.as_bytes());
         }
         q.cq_tail = (first + n) % q.cq_size;
         if q.cq_tail == 0 {
@@ -1086,7 +1113,13 @@ impl Nic {
             .unwrap_or(false)
         {
             let req = DmaRequest::write(endpoint, stage, remote, bytes.len() as u64);
-            if self.start(sched, fabric, req, Purpose::CqWrite { q: k, count: n }) {
+            let purpose = Purpose::CqWrite {
+                q: k,
+                count: n,
+                first,
+                phase,
+            };
+            if self.start(sched, fabric, req, purpose) {
                 return;
             }
         }
@@ -1144,6 +1177,9 @@ impl Nic {
     fn irq_send<S: NicScheduler>(&mut self, sched: &mut S, fabric: &mut Fabric, k: QKey) {
         let endpoint = self.procs[k.proc as usize].endpoint;
         let stage = self.layout.irq_stage(k.proc, k.queue);
+        if !self.up {
+            return;
+        }
         let Some(q) = self.queue_mut(k) else { return };
         q.signal = false;
         if q.irq_pending == 0 {
@@ -1153,10 +1189,11 @@ impl Nic {
             q.irq_again = true;
             return;
         }
+        let count = q.irq_pending;
         let msg = InterruptMessage {
             queue: k.queue.into(),
             cause: (InterruptCause::Completions as u16).into(),
-            count: q.irq_pending.into(),
+            count: count.into(),
         };
         q.irq_pending = 0;
         q.irq_writing = true;
@@ -1172,7 +1209,7 @@ impl Nic {
                 sched,
                 fabric,
                 DmaRequest::write(endpoint, stage, irq, INTERRUPT_LEN as u64),
-                Purpose::Irq { q: k },
+                Purpose::Irq { q: k, count },
             )
         {
             self.queue_failed(k);
@@ -1182,6 +1219,9 @@ impl Nic {
     // ----- transmit -----
 
     fn service_tx<S: NicScheduler>(&mut self, sched: &mut S, fabric: &mut Fabric, k: QKey) {
+        if !self.up {
+            return; // a failed adapter does nothing until restored
+        }
         let endpoint = self.procs[k.proc as usize].endpoint;
         let max_len = (self.config.mac.max_frame() - FCS_LEN) as u32;
         let offloads = self.config.offloads;
@@ -1261,6 +1301,9 @@ impl Nic {
     }
 
     fn pump_wire<S: NicScheduler>(&mut self, sched: &mut S, fabric: &mut Fabric) {
+        if !self.up {
+            return; // a failed adapter does nothing until restored
+        }
         let now = now_of(sched);
         let mut freed = false;
         while self.wire_free <= now {
@@ -1321,6 +1364,8 @@ impl Nic {
             return;
         };
         let ok = done.result.is_ok();
+        // The adapter itself failed with the transfer in flight.
+        let aborted = done.result == Err(snet_fabric::network::DmaError::RequesterDown);
         match purpose {
             Purpose::RxFrame {
                 q: k,
@@ -1352,6 +1397,17 @@ impl Nic {
                         flags,
                     ));
                     self.completions_added(sched, fabric, k);
+                }
+            }
+            Purpose::RxFetch { q: k, first, .. } | Purpose::TxFetch { q: k, first, .. }
+                if aborted =>
+            {
+                // The adapter failed: fetch these descriptors again once restored.
+                let rx = matches!(purpose, Purpose::RxFetch { .. });
+                if let Some(q) = self.queue_mut(k) {
+                    let r = if rx { &mut q.rx } else { &mut q.tx };
+                    r.head = first;
+                    r.fetching = false;
                 }
             }
             Purpose::RxFetch { q: k, first, count } | Purpose::TxFetch { q: k, first, count } => {
@@ -1437,7 +1493,20 @@ impl Nic {
                 self.completions_added(sched, fabric, k);
                 self.service_tx(sched, fabric, k);
             }
-            Purpose::CqWrite { q: k, count } => {
+            Purpose::CqWrite {
+                q: k, first, phase, ..
+            } if aborted => {
+                // Write these entries again once restored.
+                if let Some(q) = self.queue_mut(k) {
+                    q.cq_writing = false;
+                    q.cq_tail = first;
+                    q.cq_phase = phase;
+                    for c in q.cq_inflight.drain(..).rev() {
+                        q.cq_pending.push_front(c);
+                    }
+                }
+            }
+            Purpose::CqWrite { q: k, count, .. } => {
                 let batch = self.config.cq_batch;
                 if !ok {
                     self.queue_failed(k);
@@ -1446,6 +1515,7 @@ impl Nic {
                 self.counters.completions += count as u64;
                 let Some(q) = self.queue_mut(k) else { return };
                 q.cq_writing = false;
+                q.cq_inflight.clear();
                 q.counters.completions += count as u64;
                 q.irq_pending += count;
                 if (q.signal || q.cq_pending.len() as u32 >= batch) && !q.cq_pending.is_empty() {
@@ -1456,9 +1526,14 @@ impl Nic {
                     self.irq_send(sched, fabric, k);
                 }
             }
-            Purpose::Irq { q: k } => {
+            Purpose::Irq { q: k, count } => {
                 let Some(q) = self.queue_mut(k) else { return };
                 q.irq_writing = false;
+                if aborted {
+                    // Signal these completions again once restored.
+                    q.irq_pending += count;
+                    return;
+                }
                 if std::mem::take(&mut q.irq_again) {
                     self.irq_send(sched, fabric, k);
                 }
@@ -1469,6 +1544,9 @@ impl Nic {
 
     /// Handles one of the adapter's events.
     pub fn on_event<S: NicScheduler>(&mut self, sched: &mut S, fabric: &mut Fabric, ev: NicEvent) {
+        if !self.up {
+            return; // a failed adapter does nothing until restored
+        }
         match ev {
             NicEvent::IrqTimer {
                 processor,
@@ -1493,6 +1571,9 @@ impl Nic {
     /// The adapter's wake-up: frames whose classification is done, the wire,
     /// firmware timers.
     pub fn poll<S: NicScheduler>(&mut self, sched: &mut S, fabric: &mut Fabric) {
+        if !self.up {
+            return; // a failed adapter does nothing until restored
+        }
         let now = now_of(sched);
         while let Some(&(ready, _, _)) = self.classified.front() {
             if ready > now {
@@ -1694,7 +1775,8 @@ impl Nic {
             let Ok(m) = fabric.memory(self.endpoint) else {
                 return (StatusCode::NoResources, 0);
             };
-            match m.slice(self.layout.staging(p), size_of::<QueueConfig>() as u64) {
+            let at = ProcAddr(self.layout.staging(p).0 + regs::config_offset(qn) as u64);
+            match m.slice(at, size_of::<QueueConfig>() as u64) {
                 Ok(b) => QueueConfig::read_from_bytes(b).unwrap_or_default(),
                 Err(_) => return (StatusCode::NoResources, 0),
             }
@@ -1712,6 +1794,28 @@ impl Nic {
                 }
                 if cfg.coalesce_count.get() == 0 || cfg.reserved.get() != 0 {
                     return (StatusCode::BadConfig, 0);
+                }
+                // Every region must fit its window's 32-bit offset space, so
+                // no offset the adapter adds later can wrap.
+                let fits = |base: u64, len: u64| (base as u32 as u64) + len <= 1 << 32;
+                let regions = [
+                    (cfg.buffers.get(), cfg.buffers_len.get() as u64),
+                    (
+                        cfg.rx_ring.get(),
+                        cfg.rx_size.get() as u64 * DESCRIPTOR_LEN as u64,
+                    ),
+                    (
+                        cfg.tx_ring.get(),
+                        cfg.tx_size.get() as u64 * DESCRIPTOR_LEN as u64,
+                    ),
+                    (
+                        cfg.cq_ring.get(),
+                        cfg.cq_size.get() as u64 * COMPLETION_LEN as u64,
+                    ),
+                    (cfg.irq.get(), INTERRUPT_LEN as u64),
+                ];
+                if let Some(i) = regions.iter().position(|&(b, l)| !fits(b, l)) {
+                    return (StatusCode::BadConfig, 100 + i as u32);
                 }
                 let Some(offloads) = Offloads::from_bits(cfg.offloads.get()) else {
                     return (StatusCode::BadConfig, cfg.offloads.get());
@@ -1733,6 +1837,7 @@ impl Nic {
                     cq_tail: 0,
                     cq_phase: true,
                     cq_pending: VecDeque::new(),
+                    cq_inflight: Vec::new(),
                     cq_writing: false,
                     cq_stalled: false,
                     coalesce_count: cfg.coalesce_count.get(),
@@ -1858,10 +1963,60 @@ impl Nic {
         }
     }
 
-    /// Fails or restores the whole adapter (its port goes silent; queues
-    /// stay configured so a restored adapter resumes).
-    pub fn set_up(&mut self, up: bool) {
-        self.up = up;
+    /// Fails the whole adapter: its port goes silent and it does nothing;
+    /// its queues stay configured. The fabric ends its transfers in flight;
+    /// descriptor fetches, completion writes and interrupts among them are
+    /// done again after [`Nic::restore`].
+    pub fn fail(&mut self) {
+        self.up = false;
+    }
+
+    /// Restores a failed adapter: it re-reads every doorbell, fetches
+    /// descriptors, writes waiting completions, raises due interrupts and
+    /// sends what waits for the wire. Frames that were in its buffers when
+    /// it failed are lost (their descriptors complete with `dma_failed`).
+    pub fn restore<S: NicScheduler>(&mut self, sched: &mut S, fabric: &mut Fabric) {
+        if self.up {
+            return;
+        }
+        self.up = true;
+        let mut keys = Vec::new();
+        for (p, proc_) in self.procs.iter_mut().enumerate() {
+            if !proc_.up {
+                continue;
+            }
+            for (qn, q) in proc_.queues.iter_mut().enumerate() {
+                if let Some(q) = q.as_mut().filter(|q| !q.broken) {
+                    q.irq_armed = false;
+                    q.irq_writing = false;
+                    keys.push(QKey {
+                        proc: p as u16,
+                        queue: qn as u16,
+                        generation: q.generation,
+                    });
+                }
+            }
+        }
+        for k in keys {
+            for r in [
+                Register::RxTail(k.queue),
+                Register::TxTail(k.queue),
+                Register::CqHead(k.queue),
+            ] {
+                self.register_written(sched, fabric, k.proc, r);
+            }
+            self.service_rx(sched, fabric, k);
+            self.service_tx(sched, fabric, k);
+            if let Some(q) = self.queue_mut(k) {
+                if q.irq_pending > 0 {
+                    q.signal = true;
+                }
+            }
+            self.completions_added(sched, fabric, k);
+            self.cq_progress(sched, fabric, k);
+        }
+        let now = now_of(sched);
+        self.wake(sched, now);
     }
 }
 

@@ -22,12 +22,25 @@
 //! | `16·q + 4` | TX tail of queue `q` | new TX descriptors |
 //! | `16·q + 8` | CQ head of queue `q` | completions consumed up to this index |
 //! | `16·q + 12` | reserved | |
-//! | [`COMMAND`] | [`CommandDoorbell`] | run the command staged at staging offset 0 |
+//! | [`COMMAND`] | [`CommandDoorbell`] | run the command for queue `q`, staged at staging offset [`config_offset`]`(q)` |
 //! | [`MAILBOX`] | [`MailboxDoorbell`] | apply the control message staged at [`MAILBOX_BODY`] |
 //!
 //! Replies ([`CommandStatus`]) go to an address the processor names in each
 //! command or mailbox doorbell; it lies in a window with the interrupt bit,
 //! so the reply wakes the processor.
+//!
+//! Each queue has its own configuration slot, so commands for different
+//! queues may overlap. The mailbox body is one per processor: a processor
+//! has at most one control message in flight per adapter (it waits for the
+//! reply before staging the next). The adapter keeps room for
+//! `2 × MAX_QUEUES` replies in flight per processor; a processor that has
+//! more outstanding may receive a later reply in place of an earlier one
+//! (only its own).
+
+/// Offset of queue `q`'s configuration slot in the staging window.
+pub const fn config_offset(q: u16) -> u32 {
+    q as u32 * CONFIG_SLOT
+}
 
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -43,9 +56,12 @@ pub const COMMAND: u32 = 0x400;
 /// Offset of the mailbox doorbell.
 pub const MAILBOX: u32 = 0x410;
 /// Bytes of the staging window.
-pub const STAGING_LEN: u32 = 8192;
-/// Offset of the mailbox body in the staging window.
-pub const MAILBOX_BODY: u32 = 0x100;
+pub const STAGING_LEN: u32 = 16384;
+/// Bytes of each queue's configuration slot in the staging window.
+pub const CONFIG_SLOT: u32 = 128;
+/// Offset of the mailbox body in the staging window (after one
+/// configuration slot per queue).
+pub const MAILBOX_BODY: u32 = CONFIG_SLOT * MAX_QUEUES as u32;
 /// Largest control message the mailbox takes.
 pub const MAILBOX_MAX: u32 = STAGING_LEN - MAILBOX_BODY;
 
@@ -117,8 +133,8 @@ pub enum CommandCode {
     CreateQueue = 1,
     /// Destroy queue pair `queue` (frames in flight for it are dropped).
     DestroyQueue = 2,
-    /// Change the interrupt coalescing of `queue` (the staged
-    /// [`QueueConfig`]'s `coalesce_*` fields).
+    /// Change the interrupt coalescing of `queue` (the `coalesce_*` fields
+    /// of the [`QueueConfig`] staged in the queue's slot).
     SetCoalescing = 3,
 }
 
@@ -184,7 +200,8 @@ pub struct MailboxDoorbell {
     pub reply: U64,
 }
 
-/// A queue pair's configuration, staged at offset 0 of the staging window.
+/// A queue pair's configuration, staged at [`config_offset`] of its queue in
+/// the staging window.
 /// Addresses are fabric addresses of windows the processor opened for the
 /// adapter.
 #[derive(
@@ -369,6 +386,8 @@ mod tests {
         assert_eq!(size_of::<MailboxDoorbell>(), 16);
         assert_eq!(size_of::<CommandStatus>(), 16);
         assert_eq!(size_of::<QueueConfig>(), 72);
+        const { assert!(size_of::<QueueConfig>() as u32 <= CONFIG_SLOT) };
+        assert_eq!(config_offset(63) + CONFIG_SLOT, MAILBOX_BODY);
         const { assert!(MAILBOX + 16 <= CSR_LEN) };
     }
 
