@@ -243,6 +243,11 @@ pub enum FabricEvent {
         /// Train ID.
         train: u32,
     },
+    /// The request of a train's write into an interrupt window arrives.
+    TrainLand {
+        /// Train ID.
+        train: u32,
+    },
 }
 
 impl Traced for FabricEvent {
@@ -257,6 +262,7 @@ impl Traced for FabricEvent {
             FabricEvent::Timeout { .. } => 7,
             FabricEvent::TrainAck { .. } => 8,
             FabricEvent::TrainDone { .. } => 9,
+            FabricEvent::TrainLand { .. } => 10,
         }
     }
     fn keys(&self) -> (u64, u64) {
@@ -275,7 +281,9 @@ impl Traced for FabricEvent {
             | FabricEvent::TrainAck { ep, tid, serial } => {
                 (((ep as u64) << 8) | tid as u64, serial as u64)
             }
-            FabricEvent::TrainDone { train } => (train as u64, 0),
+            FabricEvent::TrainDone { train } | FabricEvent::TrainLand { train } => {
+                (train as u64, 0)
+            }
         }
     }
 }
@@ -1028,6 +1036,7 @@ impl Fabric {
                 self.on_train_ack(sched, ep as usize, tid, serial)
             }
             FabricEvent::TrainDone { train } => self.finish_train(sched, train),
+            FabricEvent::TrainLand { train } => self.land_train(sched, train),
         }
     }
 

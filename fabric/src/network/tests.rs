@@ -1010,3 +1010,74 @@ fn chained_trains_of_one_requester_match_packet_level_timing() {
         assert_eq!(train, packet, "{sizes:?} with {gap_ns} ns between starts");
     }
 }
+
+/// A single write into an interrupt window runs as a train whose data and
+/// interrupt land when the request arrives — the same instant, entry and
+/// completion as packet by packet.
+#[test]
+fn an_interrupt_window_write_as_a_train_matches_packet_level() {
+    for len in [4u64, 16, 64, 200] {
+        let run = |packet_level: bool| {
+            let mut s = sim(config(), 3);
+            s.fabric.set_packet_level(packet_level);
+            let key = s
+                .register(
+                    ep(A),
+                    ep(C),
+                    ProcAddr(0x2000),
+                    4096,
+                    Access::WRITE | Access::INTERRUPT,
+                )
+                .unwrap();
+            s.fabric
+                .memory_mut(ep(C))
+                .unwrap()
+                .write(ProcAddr(0), &pattern(len, 5))
+                .unwrap();
+            s.run_until(Instant::from_ns(777));
+            let c = s
+                .dma(
+                    ep(C),
+                    DmaRequest::write(ep(A), ProcAddr(0), FabricAddr::new(key, 64), len),
+                )
+                .unwrap();
+            assert_eq!(c.result, Ok(()));
+            let entry = s
+                .fabric
+                .pop_interrupt(ep(A))
+                .unwrap()
+                .expect("one interrupt");
+            assert_eq!(s.fabric.pop_interrupt(ep(A)).unwrap(), None);
+            let data = s
+                .fabric
+                .memory(ep(A))
+                .unwrap()
+                .slice(ProcAddr(0x2040), len)
+                .unwrap()
+                .to_vec();
+            assert_eq!(data, pattern(len, 5));
+            let counters = s.fabric.counters();
+            let (_, a, avt) = counters
+                .endpoints
+                .iter()
+                .find(|(e, _, _)| *e == ep(A))
+                .unwrap();
+            (
+                c.finished,
+                c.used_train,
+                entry,
+                a.interrupts,
+                a.requests_in,
+                avt.validated,
+            )
+        };
+        let packet = run(true);
+        let train = run(false);
+        assert!(train.1 && !packet.1);
+        assert_eq!(
+            (train.0, train.2, train.3, train.4, train.5),
+            (packet.0, packet.2, packet.3, packet.4, packet.5),
+            "{len} bytes"
+        );
+    }
+}

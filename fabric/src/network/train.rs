@@ -99,6 +99,9 @@ pub(super) struct Train {
     tids: u16,
     /// The train's ID (its key in `Fabric::trains`).
     id: u32,
+    /// Packets whose data already landed (a write into an interrupt window
+    /// lands when its request arrives, with its interrupt).
+    landed: u64,
 }
 
 impl Train {
@@ -435,9 +438,13 @@ impl Fabric {
         } else {
             crate::avt::Access::READ
         };
+        // A write into an interrupt window raises its interrupt when the
+        // request arrives: a train does that for a single packet with one
+        // extra event.
+        let interrupt = entry.access.contains(crate::avt::Access::INTERRUPT);
         if entry.requester != requester
             || !entry.access.contains(need)
-            || entry.access.contains(crate::avt::Access::INTERRUPT)
+            || (interrupt && (remaining != 1 || !op.is_write()))
             || remote.offset() as u64 + first_off + rest > entry.len as u64
         {
             return false;
@@ -526,6 +533,7 @@ impl Fabric {
             full: None,
             tids,
             id: train_id,
+            landed: 0,
         };
         let ev = evaluate(&train, &params, None);
         let end = ev.times.last().map(|p| p.response).unwrap_or(now);
@@ -546,6 +554,14 @@ impl Fabric {
         self.endpoints[ep].counters.dma.trains += 1;
         let comp = self.component_of_endpoint(ep);
         sched.note(comp, note::TRAIN_START, (id.0, remaining));
+        if interrupt {
+            let deliver = train
+                .full
+                .as_ref()
+                .and_then(|ev| ev.times.first())
+                .map_or(end, |p| p.deliver);
+            sched.schedule(deliver, comp, FabricEvent::TrainLand { train: train_id });
+        }
         sched.schedule(end, comp, FabricEvent::TrainDone { train: train_id });
         self.trains.insert(train_id, train);
         true
@@ -553,7 +569,10 @@ impl Fabric {
 
     /// Applies the effect of packets `0..k` of a train: data, AVT checks,
     /// counters; and hands the channels back to packet-level operation.
-    fn settle_train<S: Scheduler<FabricEvent>>(
+    /// Lands the data of the train's packets after those already landed,
+    /// as long as `landed` holds: AVT validation (counted), the copy, and the
+    /// interrupt of a write into an interrupt window. Returns how many landed.
+    fn land<S: Scheduler<FabricEvent>>(
         &mut self,
         sched: &mut S,
         train: &Train,
@@ -561,8 +580,9 @@ impl Fabric {
         landed: impl Fn(&PacketTimes) -> bool,
     ) -> u64 {
         let now = sched.now();
-        let params = self.train_params(train.ep, train.transfer);
-        let Some(params) = params else { return 0 };
+        let Some(params) = self.train_params(train.ep, train.transfer) else {
+            return 0;
+        };
         let (local, remote) = {
             let t = &self.endpoints[train.ep].dma.transfers[&train.transfer];
             t.req.op.addresses()
@@ -570,10 +590,12 @@ impl Fabric {
         let op = if params.is_write { Op::Write } else { Op::Read };
         // Packets land in order, so the landed ones are a prefix. Each is
         // validated (the AVT counts it) and the prefix is copied at once.
+        let skip = train.landed as usize;
         let mut landed_packets = 0u64;
         let mut start_local = None;
         let mut bytes = 0u64;
-        for (j, times) in ev.times.iter().enumerate() {
+        let mut interrupts = Vec::new();
+        for (j, times) in ev.times.iter().enumerate().skip(skip) {
             if !landed(times) {
                 break;
             }
@@ -584,12 +606,21 @@ impl Fabric {
             let Ok(tr) = target.avt.validate(train.requester, addr, n as u32, op) else {
                 break;
             };
+            if tr.interrupt {
+                interrupts.push(crate::avt::InterruptEntry {
+                    at: now,
+                    requester: train.requester,
+                    key: addr.key(),
+                    offset: addr.offset(),
+                    len: n as u32,
+                });
+            }
             start_local.get_or_insert(tr.local);
             landed_packets += 1;
             bytes += n;
         }
         if let Some(remote_local) = start_local {
-            let off = train.first_packet * params.max_payload;
+            let off = (train.first_packet + skip as u64) * params.max_payload;
             let (req, tgt) = super::pair(&mut self.endpoints, train.ep, train.target_ep);
             let local = ProcAddr(local.0 + off);
             let copied = if params.is_write {
@@ -599,6 +630,40 @@ impl Fabric {
             };
             debug_assert!(copied.is_ok(), "train ranges are checked at start");
         }
+        for entry in interrupts {
+            let tgt = &mut self.endpoints[train.target_ep];
+            tgt.counters.interrupts += 1;
+            // A full queue counts the overflow itself.
+            tgt.interrupts.push(entry);
+            self.signals.push(tgt.id);
+        }
+        landed_packets
+    }
+
+    /// The request of a train's single write into an interrupt window
+    /// arrives: its data lands and its interrupt is raised now.
+    pub(super) fn land_train<S: Scheduler<FabricEvent>>(&mut self, sched: &mut S, id: u32) {
+        let Some(mut train) = self.trains.remove(&id) else {
+            return;
+        };
+        let now = sched.now();
+        if let Some(ev) = train.full.take() {
+            train.landed += self.land(sched, &train, &ev, |p| p.deliver <= now);
+            train.full = Some(ev);
+        }
+        self.trains.insert(id, train);
+    }
+
+    fn settle_train<S: Scheduler<FabricEvent>>(
+        &mut self,
+        sched: &mut S,
+        train: &Train,
+        ev: &Evaluation,
+        landed: impl Fn(&PacketTimes) -> bool,
+    ) -> u64 {
+        let now = sched.now();
+        let newly = self.land(sched, train, ev, landed);
+        let landed_packets = train.landed + newly;
         let sent = ev.times.len() as u64;
         {
             let (req, tgt) = super::pair(&mut self.endpoints, train.ep, train.target_ep);
