@@ -116,6 +116,14 @@ pub enum MemoryError {
         /// Size of the memory in bytes.
         size: u64,
     },
+    /// Two ranges asked for at once overlap.
+    #[error("the ranges at {a} and {b} overlap")]
+    Overlap {
+        /// Start of the first range.
+        a: ProcAddr,
+        /// Start of the second range.
+        b: ProcAddr,
+    },
     /// Mapping anonymous memory failed.
     #[error("mapping {size} bytes of anonymous memory failed: {source}")]
     MapAnonymous {
@@ -252,6 +260,29 @@ impl ProcessorMemory {
         Ok(&mut self.map[r])
     }
 
+    /// Two disjoint ranges at once: `a` borrowed, `b` mutably (for a
+    /// processor that reads one buffer in place while building another).
+    /// Fails if either range leaves the memory or they overlap.
+    pub fn split_pair(
+        &mut self,
+        a: (ProcAddr, u64),
+        b: (ProcAddr, u64),
+    ) -> Result<(&[u8], &mut [u8]), MemoryError> {
+        let ra = self.range(a.0, a.1)?;
+        let rb = self.range(b.0, b.1)?;
+        if ra.start < rb.end && rb.start < ra.end {
+            return Err(MemoryError::Overlap { a: a.0, b: b.0 });
+        }
+        let map: &mut [u8] = &mut self.map[..];
+        if ra.end <= rb.start {
+            let (lo, hi) = map.split_at_mut(rb.start);
+            Ok((&lo[ra], &mut hi[..rb.end - rb.start]))
+        } else {
+            let (lo, hi) = map.split_at_mut(ra.start);
+            Ok((&hi[..ra.end - ra.start], &mut lo[rb]))
+        }
+    }
+
     /// Sets the `len` bytes starting at `addr` to `byte`.
     pub fn fill(&mut self, addr: ProcAddr, len: u64, byte: u8) -> Result<(), MemoryError> {
         self.slice_mut(addr, len)?.fill(byte);
@@ -326,6 +357,31 @@ pub fn copy_between(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn split_pair_lends_two_disjoint_ranges_and_refuses_overlap() {
+        let mut m = ProcessorMemory::anonymous(1 << 16).unwrap();
+        m.write(ProcAddr(100), &[1, 2, 3]).unwrap();
+        for (a, b) in [
+            (ProcAddr(100), ProcAddr(4096)),
+            (ProcAddr(100), ProcAddr(0)),
+        ] {
+            let (r, w) = m.split_pair((a, 3), (b, 50)).unwrap();
+            assert_eq!(r.len(), 3);
+            assert_eq!(w.len(), 50);
+            w[0] = 9;
+        }
+        assert_eq!(m.slice(ProcAddr(100), 3).unwrap(), &[1, 2, 3]);
+        assert_eq!(m.slice(ProcAddr(0), 1).unwrap(), &[9]);
+        assert!(matches!(
+            m.split_pair((ProcAddr(100), 10), (ProcAddr(105), 10)),
+            Err(MemoryError::Overlap { .. })
+        ));
+        assert!(
+            m.split_pair((ProcAddr(100), 10), (ProcAddr(1 << 16), 1))
+                .is_err()
+        );
+    }
+
     use super::*;
 
     const KIB: u64 = 1024;

@@ -14,13 +14,21 @@
 //!   completions, the mailbox to the adapter's firmware.
 //! - [`processor`]: [`Processor`] — a processor's queue pairs, and the
 //!   routing of its interrupts and DMA completions to them.
+//! - [`stack`]: the TCP/IP instance of each processor (smoltcp over its
+//!   queue pair, zero-copy tokens, neighbour learning from delivered frames).
+//! - [`client`]: an emulated client host on the LAN with its own TCP/IP.
+//! - [`net`]: the rig with a TCP/IP instance on every processor and client
+//!   hosts, driven by one host model.
 //! - [`rig`]: a small ready-made cluster (processors, adapters, a LAN
 //!   client) for tests, examples and benchmarks.
 
+pub mod client;
 pub mod mapper;
+pub mod net;
 pub mod processor;
 pub mod queue;
 pub mod rig;
+pub mod stack;
 
 pub use processor::Processor;
 pub use queue::{

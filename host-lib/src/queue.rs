@@ -154,6 +154,17 @@ pub enum SendError {
     NotReady(TxBuffer),
 }
 
+impl SendError {
+    /// The buffer the refused send carried.
+    pub fn into_buffer(self) -> TxBuffer {
+        match self {
+            SendError::RingFull(b)
+            | SendError::NotReady(b)
+            | SendError::BadLength { buf: b, .. } => b,
+        }
+    }
+}
+
 /// State of a queue pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueState {
@@ -998,6 +1009,44 @@ impl QueuePair {
             chunks: &mut self.chunks,
             to_post: &mut self.to_post,
         })
+    }
+
+    /// Takes the next received frame as (chunk, length, flags), lent to the
+    /// caller until [`QueuePair::give_back`]: for code that needs the bytes
+    /// together with a mutable view of another chunk (a stack replying while
+    /// it reads).
+    pub fn take_received(&mut self) -> Option<(u32, u32, CompletionFlags)> {
+        let (chunk, len, flags) = self.received.pop_front()?;
+        self.chunks[chunk as usize] = Chunk::Lent;
+        Some((chunk, len, flags))
+    }
+
+    /// Returns a chunk taken with [`QueuePair::take_received`]; it is
+    /// reposted at the next [`QueuePair::poll`]. A chunk that is not lent is
+    /// ignored.
+    pub fn give_back(&mut self, chunk: u32) {
+        if self.chunks.get(chunk as usize) == Some(&Chunk::Lent) {
+            self.chunks[chunk as usize] = Chunk::Free;
+            self.to_post.push(chunk);
+        }
+    }
+
+    /// The next received frame, without taking it.
+    pub fn peek<'a>(&self, fabric: &'a snet_fabric::network::Fabric) -> Option<&'a [u8]> {
+        let &(chunk, len, _) = self.received.front()?;
+        fabric
+            .memory(self.processor)
+            .ok()?
+            .slice(self.chunk_addr(chunk), len as u64)
+            .ok()
+    }
+
+    /// Whether a frame could be posted now: the queue is ready, a chunk is
+    /// free and the TX ring has room.
+    pub fn can_send(&self) -> bool {
+        self.state == QueueState::Ready
+            && !self.free.is_empty()
+            && self.tx_posted < self.setup.tx_ring - 1
     }
 
     /// Frames received and not yet taken.

@@ -279,39 +279,16 @@ impl Rig {
     /// Sends a control message from processor `p` (index) to every adapter
     /// and runs until each answered; returns the outcomes in adapter order.
     pub fn control(&mut self, p: usize, message: ControlMessage) -> Vec<ControlOutcome> {
-        let env = Envelope::new(ProcessorId(p as u16), message);
-        let mut seqs = Vec::new();
-        for q in 0..self.adapters.len() {
-            let qp = self.hosts.processors[p]
-                .queue_mut(q)
-                .expect("one queue per adapter");
-            match qp.send_control(&mut self.cluster, &env) {
-                Ok(s) => seqs.push(s),
-                Err(e) => self.hosts.errors.push(e.to_string()),
-            }
-        }
-        let mut out = vec![None; self.adapters.len()];
-        let deadline = self.cluster.now() + Duration::from_ms(1);
-        while out.iter().any(Option::is_none) && self.cluster.now() < deadline {
-            if !self.cluster.step(deadline, &mut self.hosts) {
-                break;
-            }
-            for (q, slot) in out.iter_mut().enumerate() {
-                let qp = self.hosts.processors[p].queue_mut(q).expect("exists");
-                for (seq, o) in qp.take_outcomes() {
-                    if seqs.get(q) == Some(&seq) {
-                        *slot = Some(o);
-                    }
-                }
-            }
-        }
-        out.into_iter()
-            .map(|o| {
-                o.unwrap_or(ControlOutcome::Refused(
-                    snet_nic_model::regs::StatusCode::NoResources,
-                ))
-            })
-            .collect()
+        let adapters = self.adapters.len();
+        control_and_wait(
+            &mut self.cluster,
+            &mut self.hosts,
+            |h| &mut h.processors[p],
+            |h, e| h.errors.push(e),
+            adapters,
+            p,
+            message,
+        )
     }
 
     /// Fails processor `p` (index) now.
@@ -322,4 +299,52 @@ impl Rig {
             self.hosts.errors.push(e.to_string());
         }
     }
+}
+
+/// Sends a control message from processor `p` (index) to each of the first
+/// `adapters` adapters (through its queue pair `q` with adapter `q`) and runs
+/// the world until every adapter answered (at most 1 ms of virtual time);
+/// returns the outcomes in adapter order.
+pub fn control_and_wait<M: HostModel<NoEvent>>(
+    cluster: &mut Cluster<NoEvent>,
+    model: &mut M,
+    processor: impl Fn(&mut M) -> &mut Processor,
+    error: impl Fn(&mut M, String),
+    adapters: usize,
+    p: usize,
+    message: ControlMessage,
+) -> Vec<ControlOutcome> {
+    let env = Envelope::new(ProcessorId(p as u16), message);
+    let mut seqs = Vec::new();
+    for q in 0..adapters {
+        let qp = processor(model)
+            .queue_mut(q)
+            .expect("one queue per adapter");
+        match qp.send_control(cluster, &env) {
+            Ok(s) => seqs.push(s),
+            Err(e) => error(model, e.to_string()),
+        }
+    }
+    let mut out = vec![None; adapters];
+    let deadline = cluster.now() + Duration::from_ms(1);
+    while out.iter().any(Option::is_none) && cluster.now() < deadline {
+        if !cluster.step(deadline, model) {
+            break;
+        }
+        for (q, slot) in out.iter_mut().enumerate() {
+            let qp = processor(model).queue_mut(q).expect("exists");
+            for (seq, o) in qp.take_outcomes() {
+                if seqs.get(q) == Some(&seq) {
+                    *slot = Some(o);
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .map(|o| {
+            o.unwrap_or(ControlOutcome::Refused(
+                snet_nic_model::regs::StatusCode::NoResources,
+            ))
+        })
+        .collect()
 }

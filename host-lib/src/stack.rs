@@ -1,0 +1,481 @@
+//! A TCP/IP instance per processor: smoltcp over the processor's queue pair.
+//!
+//! Every processor runs its own instance with the cluster's single IP and
+//! MAC. Its `phy::Device` lends the queue pair's DMA buffers: a receive
+//! token hands smoltcp the frame in place in processor memory (dropping it
+//! reposts the buffer), a transmit token lets smoltcp build the frame
+//! directly in a pool chunk, which is then posted to the TX ring. No payload
+//! is copied on the host side.
+//!
+//! ## Neighbours
+//! The adapter sends unmatched traffic — ARP and neighbour discovery among
+//! it — to the master processor only, so the other processors never see a
+//! peer's ARP reply. Every processor instead learns a peer's link address
+//! from the frames the adapter delivers to it (the adapter chose this
+//! processor for the frame, so the peer is on the LAN): the first time a
+//! source (IP, MAC) pair is seen, the library feeds its stack an equivalent
+//! ARP reply (IPv4) or unsolicited neighbour advertisement (IPv6) just before
+//! the frame itself.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, VecDeque};
+
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::time::Instant as NetInstant;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, HardwareAddress, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, IpProtocol,
+    Ipv4Address, Ipv4Packet, Ipv6Address, Ipv6Packet, Ipv6Repr, NdiscNeighborFlags, NdiscRepr,
+    RawHardwareAddress,
+};
+use snet_fabric::engine::Traced;
+use snet_fabric::network::Fabric;
+use snet_fabric::time::Instant;
+use snet_nic_model::Cluster;
+use snet_nic_model::ring::TxFlags;
+
+use crate::queue::{HostError, QueuePair, TxBuffer};
+
+/// smoltcp's time from virtual time (microseconds).
+pub fn net_time(t: Instant) -> NetInstant {
+    NetInstant::from_micros((t.as_ps() / 1_000_000) as i64)
+}
+
+/// Virtual time from smoltcp's.
+pub fn virtual_time(t: NetInstant) -> Instant {
+    Instant::from_ns(t.total_micros().max(0) as u64 * 1000)
+}
+
+/// The addresses of the cluster, shared by every processor's instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterAddress {
+    /// The adapter's (and so every processor's) MAC.
+    pub mac: [u8; 6],
+    /// IPv4 address and prefix length.
+    pub ipv4: Option<(Ipv4Address, u8)>,
+    /// IPv6 address and prefix length.
+    pub ipv6: Option<(Ipv6Address, u8)>,
+}
+
+/// Counters of a processor's instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StackCounters {
+    /// Frames handed to the instance.
+    pub rx_frames: u64,
+    /// Frames the instance sent.
+    pub tx_frames: u64,
+    /// Frames the instance wanted to send with no buffer or ring room free.
+    pub tx_blocked: u64,
+    /// Neighbour entries learnt from delivered frames.
+    pub neighbours_learnt: u64,
+}
+
+/// One processor's TCP/IP instance.
+pub struct ProcessorStack {
+    /// The smoltcp interface.
+    pub iface: Interface,
+    /// Its sockets (the applications on this processor use them).
+    pub sockets: SocketSet<'static>,
+    address: ClusterAddress,
+    learnt: BTreeSet<(IpAddress, [u8; 6])>,
+    counters: StackCounters,
+}
+
+impl std::fmt::Debug for ProcessorStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessorStack")
+            .field("address", &self.address)
+            .field("sockets", &self.sockets.iter().count())
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
+/// The device capabilities of a queue pair: Ethernet, the chunk size as
+/// MTU bound, checksums computed in software on both sides (the adapter's
+/// offloads stay available to applications that post frames themselves).
+fn capabilities(mtu: usize) -> DeviceCapabilities {
+    let mut caps = DeviceCapabilities::default();
+    caps.medium = Medium::Ethernet;
+    caps.max_transmission_unit = mtu;
+    caps.max_burst_size = Some(32);
+    let mut cs = ChecksumCapabilities::default();
+    cs.ipv4 = Checksum::Both;
+    cs.tcp = Checksum::Both;
+    cs.udp = Checksum::Both;
+    cs.icmpv4 = Checksum::Both;
+    cs.icmpv6 = Checksum::Both;
+    caps.checksum = cs;
+    caps
+}
+
+/// What the tokens of one poll did, applied to the queue pair afterwards.
+#[derive(Default)]
+struct Log {
+    /// RX chunks lent to smoltcp (given back after the poll).
+    received: Vec<u32>,
+    /// TX chunks reserved for a token (posted if written, released if not).
+    reserved: Vec<TxBuffer>,
+    /// TX chunks written, with their length.
+    written: Vec<(u32, usize)>,
+    /// Frames built with no chunk to hold them (dropped).
+    dropped: u64,
+}
+
+/// The queue pair as a smoltcp device, for one poll. A receive token lends
+/// the frame in place; its paired transmit token (smoltcp may answer while
+/// it reads) writes into another chunk reserved beforehand, so both are
+/// views of disjoint parts of processor memory, and nothing is copied.
+struct QueueDevice<'a> {
+    qp: &'a mut QueuePair,
+    fabric: &'a mut Fabric,
+    processor: snet_fabric::EndpointId,
+    log: RefCell<Log>,
+    learnt: &'a mut BTreeSet<(IpAddress, [u8; 6])>,
+    address: ClusterAddress,
+    counters: &'a mut StackCounters,
+    mtu: usize,
+}
+
+enum Rx<'b> {
+    /// A synthesized neighbour announcement.
+    Owned(Vec<u8>),
+    /// A received frame, in place.
+    InPlace(&'b [u8]),
+}
+
+struct Tx<'b> {
+    chunk: Option<(u32, &'b mut [u8])>,
+    log: &'b RefCell<Log>,
+}
+
+impl phy::RxToken for Rx<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        match self {
+            Rx::Owned(v) => f(&v),
+            Rx::InPlace(b) => f(b),
+        }
+    }
+}
+
+impl phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        match self.chunk {
+            Some((chunk, buf)) if len <= buf.len() => {
+                let r = f(&mut buf[..len]);
+                self.log.borrow_mut().written.push((chunk, len));
+                r
+            }
+            // No chunk was free, or the frame does not fit one: it is
+            // built and dropped (counted; TCP sends it again).
+            _ => {
+                self.log.borrow_mut().dropped += 1;
+                f(&mut vec![0u8; len])
+            }
+        }
+    }
+}
+
+impl QueueDevice<'_> {
+    fn reserve(&mut self) -> Option<(u32, snet_fabric::memory::ProcAddr)> {
+        if !self.qp.can_send() {
+            return None;
+        }
+        let buf = self.qp.tx_buffer()?;
+        let chunk = buf.chunk();
+        let at = self.qp.chunk_addr(chunk);
+        self.log.get_mut().reserved.push(buf);
+        Some((chunk, at))
+    }
+}
+
+impl<'a> phy::Device for QueueDevice<'a> {
+    type RxToken<'b>
+        = Rx<'b>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = Tx<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, _: NetInstant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        // A peer seen for the first time: announce it before its frame.
+        let frame = self.qp.peek(self.fabric)?;
+        if let Some((ip, mac)) = source_of(frame) {
+            if self.learnt.insert((ip, mac)) {
+                self.counters.neighbours_learnt += 1;
+                if let Some(a) = announcement(&self.address, ip, mac) {
+                    let tx = self.reserve();
+                    let chunk = match tx {
+                        Some((chunk, at)) => {
+                            let size = self.qp.setup().chunk as u64;
+                            let m = self.fabric.memory_mut(self.processor).ok()?;
+                            Some((chunk, m.slice_mut(at, size).ok()?))
+                        }
+                        None => None,
+                    };
+                    return Some((
+                        Rx::Owned(a),
+                        Tx {
+                            chunk,
+                            log: &self.log,
+                        },
+                    ));
+                }
+            }
+        }
+        let (rx_chunk, len, _) = self.qp.take_received()?;
+        self.log.get_mut().received.push(rx_chunk);
+        self.counters.rx_frames += 1;
+        let rx_at = self.qp.chunk_addr(rx_chunk);
+        let size = self.qp.setup().chunk as u64;
+        let tx = self.reserve();
+        let m = self.fabric.memory_mut(self.processor).ok()?;
+        match tx {
+            Some((chunk, tx_at)) => {
+                let (rx, txb) = m.split_pair((rx_at, len as u64), (tx_at, size)).ok()?;
+                Some((
+                    Rx::InPlace(rx),
+                    Tx {
+                        chunk: Some((chunk, txb)),
+                        log: &self.log,
+                    },
+                ))
+            }
+            None => {
+                let rx = m.slice(rx_at, len as u64).ok()?;
+                Some((
+                    Rx::InPlace(rx),
+                    Tx {
+                        chunk: None,
+                        log: &self.log,
+                    },
+                ))
+            }
+        }
+    }
+
+    fn transmit(&mut self, _: NetInstant) -> Option<Self::TxToken<'_>> {
+        let (chunk, at) = self.reserve()?;
+        let size = self.qp.setup().chunk as u64;
+        let m = self.fabric.memory_mut(self.processor).ok()?;
+        Some(Tx {
+            chunk: Some((chunk, m.slice_mut(at, size).ok()?)),
+            log: &self.log,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        capabilities(self.mtu)
+    }
+}
+
+/// The unicast source (IP, MAC) of an IPv4 or IPv6 frame.
+fn source_of(frame: &[u8]) -> Option<(IpAddress, [u8; 6])> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let mac = eth.src_addr();
+    if !mac.is_unicast() {
+        return None;
+    }
+    let ip = match eth.ethertype() {
+        EthernetProtocol::Ipv4 => {
+            let p = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            IpAddress::Ipv4(p.src_addr())
+        }
+        EthernetProtocol::Ipv6 => {
+            let p = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            let a = p.src_addr();
+            if a.is_unspecified() || a.is_multicast() {
+                return None;
+            }
+            IpAddress::Ipv6(a)
+        }
+        _ => return None,
+    };
+    Some((ip, mac.0))
+}
+
+/// An ARP reply or neighbour advertisement telling this processor's stack
+/// that `ip` is at `mac`.
+fn announcement(us: &ClusterAddress, ip: IpAddress, mac: [u8; 6]) -> Option<Vec<u8>> {
+    let peer = EthernetAddress(mac);
+    let ours = EthernetAddress(us.mac);
+    match ip {
+        IpAddress::Ipv4(peer_ip) => {
+            let (our_ip, _) = us.ipv4?;
+            let arp = ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Reply,
+                source_hardware_addr: peer,
+                source_protocol_addr: peer_ip,
+                target_hardware_addr: ours,
+                target_protocol_addr: our_ip,
+            };
+            let eth = EthernetRepr {
+                src_addr: peer,
+                dst_addr: ours,
+                ethertype: EthernetProtocol::Arp,
+            };
+            let mut buf = vec![0u8; eth.buffer_len() + arp.buffer_len()];
+            let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
+            eth.emit(&mut frame);
+            arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+            Some(buf)
+        }
+        IpAddress::Ipv6(peer_ip) => {
+            let (our_ip, _) = us.ipv6?;
+            let nd = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+                flags: NdiscNeighborFlags::OVERRIDE,
+                target_addr: peer_ip,
+                lladdr: Some(RawHardwareAddress::from(peer)),
+            });
+            let ip6 = Ipv6Repr {
+                src_addr: peer_ip,
+                dst_addr: our_ip,
+                next_header: IpProtocol::Icmpv6,
+                payload_len: nd.buffer_len(),
+                hop_limit: 255,
+            };
+            let eth = EthernetRepr {
+                src_addr: peer,
+                dst_addr: ours,
+                ethertype: EthernetProtocol::Ipv6,
+            };
+            let mut buf = vec![0u8; eth.buffer_len() + ip6.buffer_len() + nd.buffer_len()];
+            let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
+            eth.emit(&mut frame);
+            let mut pkt = Ipv6Packet::new_unchecked(frame.payload_mut());
+            ip6.emit(&mut pkt);
+            nd.emit(
+                &peer_ip,
+                &our_ip,
+                &mut Icmpv6Packet::new_unchecked(pkt.payload_mut()),
+                &ChecksumCapabilities::default(),
+            );
+            Some(buf)
+        }
+    }
+}
+
+impl ProcessorStack {
+    /// An instance with the cluster's addresses, seeded with `seed` (from
+    /// the engine, so runs repeat).
+    pub fn new(address: ClusterAddress, seed: u64, mtu: usize, now: Instant) -> Self {
+        let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(address.mac)));
+        config.random_seed = seed;
+        let mut dev = NullDevice { mtu };
+        let mut iface = Interface::new(config, &mut dev, net_time(now));
+        iface.update_ip_addrs(|addrs| {
+            if let Some((a, len)) = address.ipv4 {
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(a), len));
+            }
+            if let Some((a, len)) = address.ipv6 {
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(a), len));
+            }
+        });
+        ProcessorStack {
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            address,
+            learnt: BTreeSet::new(),
+            counters: StackCounters::default(),
+        }
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &StackCounters {
+        &self.counters
+    }
+
+    /// Runs the instance at the current virtual time over queue pair `qp`:
+    /// takes completions, processes every received frame, sends what the
+    /// sockets have, reposts buffers and rings the doorbells. Returns when
+    /// it next wants to be polled.
+    pub fn poll<H: Traced>(
+        &mut self,
+        cluster: &mut Cluster<H>,
+        qp: &mut QueuePair,
+    ) -> Result<Option<Instant>, HostError> {
+        let now = cluster.now();
+        qp.poll(cluster)?;
+        let mtu = (qp.setup().chunk as usize - 14).min(9000 + 14);
+        let processor = qp.processor();
+        let log = {
+            let mut dev = QueueDevice {
+                qp: &mut *qp,
+                fabric: &mut cluster.fabric,
+                processor,
+                log: RefCell::new(Log::default()),
+                learnt: &mut self.learnt,
+                address: self.address,
+                counters: &mut self.counters,
+                mtu,
+            };
+            self.iface.poll(net_time(now), &mut dev, &mut self.sockets);
+            dev.log.into_inner()
+        };
+        self.counters.tx_blocked += log.dropped;
+        for chunk in log.received {
+            qp.give_back(chunk);
+        }
+        for buf in log.reserved {
+            let chunk = buf.chunk();
+            match log.written.iter().find(|(c, _)| *c == chunk) {
+                Some(&(_, len)) => {
+                    match qp.post(buf, len as u32, TxFlags::empty(), &mut cluster.fabric) {
+                        Ok(()) => self.counters.tx_frames += 1,
+                        Err(e) => {
+                            self.counters.tx_blocked += 1;
+                            qp.release(e.into_buffer());
+                        }
+                    }
+                }
+                None => qp.release(buf),
+            }
+        }
+        qp.flush(cluster)?;
+        // Buffers smoltcp released go back to the RX ring.
+        qp.poll(cluster)?;
+        Ok(self
+            .iface
+            .poll_at(net_time(now), &self.sockets)
+            .map(virtual_time))
+    }
+}
+
+/// A device with nothing to send or receive (to build an interface).
+struct NullDevice {
+    mtu: usize,
+}
+
+impl phy::Device for NullDevice {
+    type RxToken<'a> = NullToken;
+    type TxToken<'a> = NullToken;
+    fn receive(&mut self, _: NetInstant) -> Option<(NullToken, NullToken)> {
+        None
+    }
+    fn transmit(&mut self, _: NetInstant) -> Option<NullToken> {
+        None
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        capabilities(self.mtu)
+    }
+}
+
+struct NullToken;
+
+impl phy::RxToken for NullToken {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&[])
+    }
+}
+
+impl phy::TxToken for NullToken {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        f(&mut vec![0u8; len])
+    }
+}
+
+/// Frames a LAN client host received, waiting for its stack.
+pub type FrameQueue = VecDeque<Vec<u8>>;

@@ -1,0 +1,156 @@
+//! A client host on the LAN, with its own TCP/IP, talks to a server on one
+//! processor of the cluster: every frame of it crosses the LAN, the adapter's
+//! firmware, the fabric and the processor's queue pair.
+
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp;
+use smoltcp::wire::IpAddress;
+use snet_fabric::time::Duration;
+use snet_firmware::control::ControlMessage;
+use snet_firmware::listener::ListenerKey;
+use snet_firmware::tuple::PROTO_TCP;
+use snet_host_lib::ControlOutcome;
+use snet_host_lib::net::{CLUSTER_IPV4, CLUSTER_IPV6, NetRig};
+use snet_host_lib::rig::RigConfig;
+
+fn tcp_socket() -> tcp::Socket<'static> {
+    tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; 64 * 1024]),
+        tcp::SocketBuffer::new(vec![0; 64 * 1024]),
+    )
+}
+
+fn server(rig: &mut NetRig, p: usize, port: u16) -> SocketHandle {
+    let key = ListenerKey {
+        protocol: PROTO_TCP,
+        addr: None,
+        port,
+    };
+    assert_eq!(
+        rig.control(p, ControlMessage::RegisterListener(key)),
+        ControlOutcome::Accepted
+    );
+    let stack = rig.hosts.stacks[p].as_mut().unwrap();
+    let mut s = tcp_socket();
+    s.listen(port).unwrap();
+    stack.sockets.add(s)
+}
+
+fn conversation(remote: IpAddress) {
+    let mut rig = NetRig::new(RigConfig::default(), 1).unwrap();
+    let srv = server(&mut rig, 2, 80);
+    let cli = {
+        let client = &mut rig.hosts.clients[0];
+        let mut s = tcp_socket();
+        s.connect(client.iface.context(), (remote, 80), 40000)
+            .unwrap();
+        client.sockets.add(s)
+    };
+    rig.kick();
+    rig.run_for(Duration::from_ms(5));
+    assert!(rig.hosts.errors.is_empty(), "{:?}", rig.hosts.errors);
+    let state = |rig: &NetRig| {
+        let c = rig.hosts.clients[0].sockets.get::<tcp::Socket>(cli).state();
+        let s = rig.hosts.stacks[2]
+            .as_ref()
+            .unwrap()
+            .sockets
+            .get::<tcp::Socket>(srv)
+            .state();
+        (c, s)
+    };
+    assert_eq!(
+        state(&rig),
+        (tcp::State::Established, tcp::State::Established)
+    );
+
+    // Data both ways, more than one segment each.
+    let request: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+    let reply: Vec<u8> = (0..20000u32).map(|i| (i * 13 + 1) as u8).collect();
+    rig.hosts.clients[0]
+        .sockets
+        .get_mut::<tcp::Socket>(cli)
+        .send_slice(&request)
+        .unwrap();
+    rig.kick();
+    rig.run_for(Duration::from_ms(5));
+    let mut got = vec![0u8; 8192];
+    let n = {
+        let stack = rig.hosts.stacks[2].as_mut().unwrap();
+        let s = stack.sockets.get_mut::<tcp::Socket>(srv);
+        s.recv_slice(&mut got).unwrap()
+    };
+    assert_eq!(n, request.len());
+    assert!(got[..n] == request[..], "the server got the request intact");
+    {
+        let stack = rig.hosts.stacks[2].as_mut().unwrap();
+        let s = stack.sockets.get_mut::<tcp::Socket>(srv);
+        assert_eq!(s.send_slice(&reply).unwrap(), reply.len());
+    }
+    rig.kick();
+    let mut back = Vec::new();
+    for _ in 0..50 {
+        rig.run_for(Duration::from_ms(1));
+        let s = rig.hosts.clients[0].sockets.get_mut::<tcp::Socket>(cli);
+        let mut chunk = vec![0u8; 32768];
+        while let Ok(n) = s.recv_slice(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            back.extend_from_slice(&chunk[..n]);
+        }
+        if back.len() >= reply.len() {
+            break;
+        }
+    }
+    assert_eq!(back.len(), reply.len(), "the whole reply arrived");
+    assert!(back == reply, "the client got the reply intact");
+
+    // Orderly close from both sides.
+    rig.hosts.clients[0]
+        .sockets
+        .get_mut::<tcp::Socket>(cli)
+        .close();
+    rig.kick();
+    rig.run_for(Duration::from_ms(2));
+    rig.hosts.stacks[2]
+        .as_mut()
+        .unwrap()
+        .sockets
+        .get_mut::<tcp::Socket>(srv)
+        .close();
+    rig.kick();
+    rig.run_for(Duration::from_ms(5));
+    let (c, s) = state(&rig);
+    assert!(
+        matches!(c, tcp::State::TimeWait | tcp::State::Closed),
+        "client {c}"
+    );
+    assert!(
+        matches!(s, tcp::State::Closed | tcp::State::TimeWait),
+        "server {s}"
+    );
+
+    // Only processor 2 saw the connection's segments; the master (P0) also
+    // answered the client's address resolution.
+    for p in [1usize, 3] {
+        assert_eq!(
+            rig.hosts.stacks[p].as_ref().unwrap().counters().rx_frames,
+            0,
+            "P{p}"
+        );
+    }
+    assert!(rig.hosts.stacks[2].as_ref().unwrap().counters().rx_frames > 10);
+    assert!(rig.hosts.stacks[0].as_ref().unwrap().counters().rx_frames >= 1);
+    assert!(rig.hosts.errors.is_empty(), "{:?}", rig.hosts.errors);
+}
+
+#[test]
+fn a_client_talks_to_a_server_on_processor_two_over_ipv4() {
+    conversation(IpAddress::Ipv4(CLUSTER_IPV4));
+}
+
+#[test]
+fn a_client_talks_to_a_server_on_processor_two_over_ipv6() {
+    conversation(IpAddress::Ipv6(CLUSTER_IPV6));
+}
