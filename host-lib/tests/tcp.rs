@@ -154,3 +154,70 @@ fn a_client_talks_to_a_server_on_processor_two_over_ipv4() {
 fn a_client_talks_to_a_server_on_processor_two_over_ipv6() {
     conversation(IpAddress::Ipv6(CLUSTER_IPV6));
 }
+
+#[test]
+fn four_processors_share_port_23_round_robin_and_each_accepts_two_of_eight() {
+    let mut config = RigConfig::default();
+    config.nic.firmware.shared_ports = vec![snet_firmware::SharedPortRange {
+        protocol: PROTO_TCP,
+        first: 23,
+        last: 23,
+        policy: snet_firmware::Policy::RoundRobin,
+    }];
+    let mut rig = NetRig::new(config, 8).unwrap();
+    // Each processor listens once with the adapter and keeps two listening
+    // sockets (one per connection it will take).
+    let mut servers = Vec::new();
+    for p in 0..4 {
+        let first = server(&mut rig, p, 23);
+        let stack = rig.hosts.stacks[p].as_mut().unwrap();
+        let mut s = tcp_socket();
+        s.listen(23).unwrap();
+        let second = stack.sockets.add(s);
+        servers.push([first, second]);
+    }
+    // Eight clients connect, 20 µs apart.
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let host = &mut rig.hosts.clients[c];
+        let mut s = tcp_socket();
+        s.connect(
+            host.iface.context(),
+            (IpAddress::Ipv4(CLUSTER_IPV4), 23),
+            41000 + c as u16,
+        )
+        .unwrap();
+        clients.push(host.sockets.add(s));
+        rig.hosts.poll_client(&mut rig.cluster, c);
+        rig.run_for(Duration::from_us(20));
+    }
+    rig.run_for(Duration::from_ms(5));
+    assert!(rig.hosts.errors.is_empty(), "{:?}", rig.hosts.errors);
+    for (c, &h) in clients.iter().enumerate() {
+        let s = rig.hosts.clients[c].sockets.get::<tcp::Socket>(h);
+        assert_eq!(s.state(), tcp::State::Established, "client {c}");
+    }
+    // Which client each processor took, by the client's port.
+    let mut taken = Vec::new();
+    for (p, pair) in servers.iter().enumerate() {
+        let stack = rig.hosts.stacks[p].as_ref().unwrap();
+        let mut ports: Vec<u16> = pair
+            .iter()
+            .map(|&h| stack.sockets.get::<tcp::Socket>(h))
+            .filter(|s| s.state() == tcp::State::Established)
+            .map(|s| s.remote_endpoint().unwrap().port)
+            .collect();
+        ports.sort();
+        taken.push(ports);
+    }
+    // 1st, 2nd, 3rd, 4th, 1st, …: client c went to processor c % 4.
+    assert_eq!(
+        taken,
+        vec![
+            vec![41000, 41004],
+            vec![41001, 41005],
+            vec![41002, 41006],
+            vec![41003, 41007]
+        ]
+    );
+}
