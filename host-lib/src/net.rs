@@ -224,6 +224,19 @@ impl NetRig {
         }
     }
 
+    /// Fails processor `p` (index) now: its instance and applications
+    /// vanish with it, and the adapter is told.
+    pub fn fail_processor(&mut self, p: usize) {
+        self.hosts.stacks[p] = None;
+        let ep = self.processors[p];
+        if let Err(e) = self
+            .cluster
+            .fail(snet_fabric::network::FaultTarget::Endpoint(ep))
+        {
+            self.hosts.errors.push(e.to_string());
+        }
+    }
+
     /// The current virtual time.
     pub fn now(&self) -> Instant {
         self.cluster.now()

@@ -221,3 +221,162 @@ fn four_processors_share_port_23_round_robin_and_each_accepts_two_of_eight() {
         ]
     );
 }
+
+/// Streams `len` bytes from client `c` to processor `p`'s socket `srv`,
+/// reading as it goes; returns what the server received.
+fn stream(
+    rig: &mut NetRig,
+    c: usize,
+    cli: SocketHandle,
+    p: usize,
+    srv: SocketHandle,
+    data: &[u8],
+    limit_ms: u64,
+) -> Vec<u8> {
+    let mut sent = 0;
+    let mut got = Vec::new();
+    for _ in 0..limit_ms * 10 {
+        {
+            let s = rig.hosts.clients[c].sockets.get_mut::<tcp::Socket>(cli);
+            if sent < data.len() && s.can_send() {
+                sent += s.send_slice(&data[sent..]).unwrap_or(0);
+            }
+        }
+        rig.hosts.poll_client(&mut rig.cluster, c);
+        rig.run_for(Duration::from_us(100));
+        if let Some(stack) = rig.hosts.stacks[p].as_mut() {
+            let s = stack.sockets.get_mut::<tcp::Socket>(srv);
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = s.recv_slice(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        if got.len() >= data.len() {
+            break;
+        }
+    }
+    got
+}
+
+fn connect(rig: &mut NetRig, c: usize, port: u16, local: u16) -> SocketHandle {
+    let host = &mut rig.hosts.clients[c];
+    let mut s = tcp_socket();
+    s.connect(
+        host.iface.context(),
+        (IpAddress::Ipv4(CLUSTER_IPV4), port),
+        local,
+    )
+    .unwrap();
+    let h = host.sockets.add(s);
+    rig.hosts.poll_client(&mut rig.cluster, c);
+    h
+}
+
+#[test]
+fn a_transfer_recovers_from_seeded_frame_loss_on_the_lan() {
+    let mut config = RigConfig::default();
+    config.lan.loss_rate = 0.02;
+    config.seed = 11;
+    let mut rig = NetRig::new(config, 1).unwrap();
+    let srv = server(&mut rig, 1, 80);
+    let cli = connect(&mut rig, 0, 80, 40100);
+    rig.run_for(Duration::from_ms(20));
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let got = stream(&mut rig, 0, cli, 1, srv, &data, 4000);
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "every byte, in order, despite the losses");
+    let lost = rig
+        .cluster
+        .lan
+        .counters(rig.hosts.clients[0].station)
+        .unwrap()
+        .dropped_loss;
+    assert!(lost > 0, "frames were lost and sent again");
+}
+
+#[test]
+fn clients_of_a_failed_processor_are_reset_and_the_others_finish_intact() {
+    let mut rig = NetRig::new(RigConfig::default(), 4).unwrap();
+    let mut conns = Vec::new();
+    for p in 0..4usize {
+        let srv = server(&mut rig, p, 9000 + p as u16);
+        let cli = connect(&mut rig, p, 9000 + p as u16, 42000 + p as u16);
+        conns.push((cli, srv));
+    }
+    rig.run_for(Duration::from_ms(5));
+    for (c, &(cli, _)) in conns.iter().enumerate() {
+        assert_eq!(
+            rig.hosts.clients[c].sockets.get::<tcp::Socket>(cli).state(),
+            tcp::State::Established
+        );
+        // The server accepts: its processor confirms the connection's filter.
+        let t = snet_firmware::FiveTuple::tcp(
+            format!("198.18.1.{}", c + 1).parse().unwrap(),
+            42000 + c as u16,
+            "198.18.0.10".parse().unwrap(),
+            9000 + c as u16,
+        );
+        assert_eq!(
+            rig.control(c, ControlMessage::AddConnection(t)),
+            ControlOutcome::Accepted
+        );
+    }
+    // Every client sends 100 kB; processor 1 fails a third of the way in.
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 256) as u8).collect();
+    let mut sent = [0usize; 4];
+    let mut got = vec![Vec::new(); 4];
+    let mut failed_at = None;
+    for step in 0..2000 {
+        for c in 0..4 {
+            let (cli, srv) = conns[c];
+            let s = rig.hosts.clients[c].sockets.get_mut::<tcp::Socket>(cli);
+            if sent[c] < data.len() && s.can_send() {
+                sent[c] += s.send_slice(&data[sent[c]..]).unwrap_or(0);
+            }
+            rig.hosts.poll_client(&mut rig.cluster, c);
+            if let Some(stack) = rig.hosts.stacks[c].as_mut() {
+                let s = stack.sockets.get_mut::<tcp::Socket>(srv);
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n) = s.recv_slice(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    got[c].extend_from_slice(&buf[..n]);
+                }
+            }
+        }
+        if step == 10 && failed_at.is_none() {
+            assert!(got[1].len() < data.len(), "mid-transfer");
+            rig.fail_processor(1);
+            failed_at = Some(rig.now());
+        }
+        rig.run_for(Duration::from_us(100));
+        if [0, 2, 3].iter().all(|&c| got[c].len() == data.len())
+            && rig.hosts.clients[1]
+                .sockets
+                .get::<tcp::Socket>(conns[1].0)
+                .state()
+                == tcp::State::Closed
+        {
+            break;
+        }
+    }
+    for c in [0usize, 2, 3] {
+        assert!(got[c] == data, "client {c}: every byte intact");
+    }
+    // The dead processor's client was reset by the adapter, promptly.
+    let s = rig.hosts.clients[1].sockets.get::<tcp::Socket>(conns[1].0);
+    assert_eq!(s.state(), tcp::State::Closed, "reset");
+    assert!(
+        rig.cluster.nics[0].counters().rx_replies > 0,
+        "the adapter sent the RST"
+    );
+    let reset_within = rig.now() - failed_at.unwrap();
+    assert!(
+        reset_within < Duration::from_ms(50),
+        "reset after {reset_within}"
+    );
+}
