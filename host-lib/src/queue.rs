@@ -946,15 +946,7 @@ impl QueuePair {
             )?;
         }
         self.refill(cluster)?;
-        if self.tx_dirty {
-            self.tx_dirty = false;
-            let tail = self.tx_tail;
-            self.ring(
-                cluster,
-                Register::TxTail(self.setup.queue),
-                &tail.to_le_bytes(),
-            )?;
-        }
+        self.flush(cluster)?;
         Ok(reaped)
     }
 

@@ -17,6 +17,41 @@
 //! - [`cluster`]: the world joining fabric, adapters and LAN in one engine,
 //!   and the [`HostModel`] trait through which processors take part.
 
+/// Declares a fieldless enum whose variants have wire codes and stable
+/// names, with `from_code` and `as_str`.
+macro_rules! coded_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident: $repr:ident {
+            $( $(#[doc = $doc:literal])* $variant:ident = $code:literal => $str:literal, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr($repr)]
+        pub enum $name {
+            $( $(#[doc = $doc])* $variant = $code, )*
+        }
+
+        impl $name {
+            /// The value with this code.
+            pub fn from_code(code: $repr) -> Option<Self> {
+                match code {
+                    $( $code => Some($name::$variant), )*
+                    _ => None,
+                }
+            }
+
+            /// Stable name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $str, )*
+                }
+            }
+        }
+    };
+}
+
 pub mod capture;
 pub mod cluster;
 pub mod lan;

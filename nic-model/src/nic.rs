@@ -979,16 +979,13 @@ impl Nic {
             if !self.start(sched, fabric, req, purpose) {
                 self.counters.rx_dma_errors += 1;
                 self.rx_free.push(frame.slot);
-                if let Some(q) = self.queue_mut(k) {
-                    q.cq_pending.push_back(completion(
-                        CompletionKind::Rx,
-                        CompletionStatus::DmaFailed,
-                        cookie,
-                        0,
-                        index,
-                        CompletionFlags::empty(),
-                    ));
-                }
+                self.fail_descriptor(
+                    k,
+                    CompletionKind::Rx,
+                    CompletionStatus::DmaFailed,
+                    cookie,
+                    index,
+                );
             }
         }
         self.fetch(sched, fabric, k, true);
@@ -1284,16 +1281,13 @@ impl Nic {
             if !self.start(sched, fabric, req, purpose) {
                 self.tx_free.push(slot);
                 self.counters.tx_dma_errors += 1;
-                if let Some(q) = self.queue_mut(k) {
-                    q.cq_pending.push_back(completion(
-                        CompletionKind::Tx,
-                        CompletionStatus::DmaFailed,
-                        cookie,
-                        0,
-                        index,
-                        CompletionFlags::empty(),
-                    ));
-                }
+                self.fail_descriptor(
+                    k,
+                    CompletionKind::Tx,
+                    CompletionStatus::DmaFailed,
+                    cookie,
+                    index,
+                );
             }
         }
         self.fetch(sched, fabric, k, false);
@@ -1456,17 +1450,14 @@ impl Nic {
                     if !ok {
                         self.counters.tx_dma_errors += 1;
                     }
-                    if let Some(q) = self.queue_mut(k) {
-                        q.cq_pending.push_back(completion(
-                            CompletionKind::Tx,
-                            CompletionStatus::DmaFailed,
-                            cookie,
-                            0,
-                            index,
-                            CompletionFlags::empty(),
-                        ));
-                        self.completions_added(sched, fabric, k);
-                    }
+                    self.fail_descriptor(
+                        k,
+                        CompletionKind::Tx,
+                        CompletionStatus::DmaFailed,
+                        cookie,
+                        index,
+                    );
+                    self.completions_added(sched, fabric, k);
                     self.pump_wire(sched, fabric);
                     return;
                 }
@@ -1925,6 +1916,22 @@ impl Nic {
         match r {
             Ok(()) => (StatusCode::Ok, 0),
             Err(e) => reject(e.reason()),
+        }
+    }
+
+    /// Queues an error completion for a descriptor (the buffer goes back to
+    /// the processor), if the queue still exists.
+    fn fail_descriptor(
+        &mut self,
+        k: QKey,
+        kind: CompletionKind,
+        status: CompletionStatus,
+        cookie: u32,
+        index: u32,
+    ) {
+        if let Some(q) = self.queue_mut(k) {
+            let c = completion(kind, status, cookie, 0, index, CompletionFlags::empty());
+            q.cq_pending.push_back(c);
         }
     }
 

@@ -125,28 +125,16 @@ impl Register {
     }
 }
 
-/// Commands a processor can give.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u16)]
-pub enum CommandCode {
-    /// Create queue pair `queue` from the staged [`QueueConfig`].
-    CreateQueue = 1,
-    /// Destroy queue pair `queue` (frames in flight for it are dropped).
-    DestroyQueue = 2,
-    /// Change the interrupt coalescing of `queue` (the `coalesce_*` fields
-    /// of the [`QueueConfig`] staged in the queue's slot).
-    SetCoalescing = 3,
-}
-
-impl CommandCode {
-    /// The command with this code.
-    pub fn from_code(code: u16) -> Option<Self> {
-        Some(match code {
-            1 => CommandCode::CreateQueue,
-            2 => CommandCode::DestroyQueue,
-            3 => CommandCode::SetCoalescing,
-            _ => return None,
-        })
+coded_enum! {
+    /// Commands a processor can give.
+    pub enum CommandCode: u16 {
+        /// Create queue pair `queue` from the staged [`QueueConfig`].
+        CreateQueue = 1 => "create_queue",
+        /// Destroy queue pair `queue` (frames in flight for it are dropped).
+        DestroyQueue = 2 => "destroy_queue",
+        /// Change the interrupt coalescing of `queue` (the `coalesce_*` fields
+        /// of the [`QueueConfig`] staged in the queue's slot).
+        SetCoalescing = 3 => "set_coalescing",
     }
 }
 
@@ -248,65 +236,30 @@ pub struct QueueConfig {
     pub reserved: U32,
 }
 
-/// Outcome of a command or a mailbox message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u16)]
-pub enum StatusCode {
-    /// Done.
-    Ok = 0,
-    /// Unknown command code.
-    UnknownCommand = 1,
-    /// Queue number out of range.
-    BadQueue = 2,
-    /// The queue exists already.
-    QueueExists = 3,
-    /// The queue does not exist.
-    NoSuchQueue = 4,
-    /// A ring size is not a power of two in range.
-    BadRingSize = 5,
-    /// A coalescing or offload field is out of range.
-    BadConfig = 6,
-    /// The adapter has no room for another queue.
-    NoResources = 7,
-    /// A control message longer than [`MAILBOX_MAX`].
-    TooLong = 8,
-    /// The firmware rejected the control message (`detail` is the
-    /// firmware's reject-reason index).
-    Rejected = 9,
-}
-
-impl StatusCode {
-    /// The status with this code.
-    pub fn from_code(code: u16) -> Option<Self> {
-        Some(match code {
-            0 => StatusCode::Ok,
-            1 => StatusCode::UnknownCommand,
-            2 => StatusCode::BadQueue,
-            3 => StatusCode::QueueExists,
-            4 => StatusCode::NoSuchQueue,
-            5 => StatusCode::BadRingSize,
-            6 => StatusCode::BadConfig,
-            7 => StatusCode::NoResources,
-            8 => StatusCode::TooLong,
-            9 => StatusCode::Rejected,
-            _ => return None,
-        })
-    }
-
-    /// Stable name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StatusCode::Ok => "ok",
-            StatusCode::UnknownCommand => "unknown_command",
-            StatusCode::BadQueue => "bad_queue",
-            StatusCode::QueueExists => "queue_exists",
-            StatusCode::NoSuchQueue => "no_such_queue",
-            StatusCode::BadRingSize => "bad_ring_size",
-            StatusCode::BadConfig => "bad_config",
-            StatusCode::NoResources => "no_resources",
-            StatusCode::TooLong => "too_long",
-            StatusCode::Rejected => "rejected",
-        }
+coded_enum! {
+    /// Outcome of a command or a mailbox message.
+    pub enum StatusCode: u16 {
+        /// Done.
+        Ok = 0 => "ok",
+        /// Unknown command code.
+        UnknownCommand = 1 => "unknown_command",
+        /// Queue number out of range.
+        BadQueue = 2 => "bad_queue",
+        /// The queue exists already.
+        QueueExists = 3 => "queue_exists",
+        /// The queue does not exist.
+        NoSuchQueue = 4 => "no_such_queue",
+        /// A ring size is not a power of two in range.
+        BadRingSize = 5 => "bad_ring_size",
+        /// A coalescing or offload field is out of range.
+        BadConfig = 6 => "bad_config",
+        /// The adapter has no room for another queue.
+        NoResources = 7 => "no_resources",
+        /// A control message longer than [`MAILBOX_MAX`].
+        TooLong = 8 => "too_long",
+        /// The firmware rejected the control message (`detail` is the
+        /// firmware's reject-reason index).
+        Rejected = 9 => "rejected",
     }
 }
 

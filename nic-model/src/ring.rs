@@ -112,48 +112,21 @@ pub enum CompletionKind {
     Tx = 2,
 }
 
-/// Outcome of one descriptor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum CompletionStatus {
-    /// Done.
-    Ok = 0,
-    /// The descriptor's buffer lies outside the buffer area.
-    OutsideBuffers = 1,
-    /// The length is zero, too small for a frame, or larger than allowed.
-    BadLength = 2,
-    /// Reserved flag bits were set.
-    BadFlags = 3,
-    /// The fabric refused or lost the transfer (NACK, no path).
-    DmaFailed = 4,
-    /// RX: the frame did not fit the posted buffer (it was dropped).
-    Truncated = 5,
-}
-
-impl CompletionStatus {
-    /// The status with this code.
-    pub fn from_code(code: u8) -> Option<Self> {
-        Some(match code {
-            0 => CompletionStatus::Ok,
-            1 => CompletionStatus::OutsideBuffers,
-            2 => CompletionStatus::BadLength,
-            3 => CompletionStatus::BadFlags,
-            4 => CompletionStatus::DmaFailed,
-            5 => CompletionStatus::Truncated,
-            _ => return None,
-        })
-    }
-
-    /// Stable name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CompletionStatus::Ok => "ok",
-            CompletionStatus::OutsideBuffers => "outside_buffers",
-            CompletionStatus::BadLength => "bad_length",
-            CompletionStatus::BadFlags => "bad_flags",
-            CompletionStatus::DmaFailed => "dma_failed",
-            CompletionStatus::Truncated => "truncated",
-        }
+coded_enum! {
+    /// Outcome of one descriptor.
+    pub enum CompletionStatus: u8 {
+        /// Done.
+        Ok = 0 => "ok",
+        /// The descriptor's buffer lies outside the buffer area.
+        OutsideBuffers = 1 => "outside_buffers",
+        /// The length is zero, too small for a frame, or larger than allowed.
+        BadLength = 2 => "bad_length",
+        /// Reserved flag bits were set.
+        BadFlags = 3 => "bad_flags",
+        /// The fabric refused or lost the transfer (NACK, no path).
+        DmaFailed = 4 => "dma_failed",
+        /// RX: the frame did not fit the posted buffer (it was dropped).
+        Truncated = 5 => "truncated",
     }
 }
 
