@@ -18,7 +18,7 @@
 //! the frame itself.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
@@ -476,6 +476,3 @@ impl phy::TxToken for NullToken {
         f(&mut vec![0u8; len])
     }
 }
-
-/// Frames a LAN client host received, waiting for its stack.
-pub type FrameQueue = VecDeque<Vec<u8>>;

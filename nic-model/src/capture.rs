@@ -19,8 +19,8 @@ use std::io::{self, Write};
 use snet_fabric::Plane;
 use snet_fabric::time::Instant;
 
-/// Link type of Ethernet.
-pub const LINKTYPE_ETHERNET: u32 = 1;
+pub use snet_firmware::kit::pcap::{LINKTYPE_ETHERNET, PcapWriter};
+
 /// Link type of fabric captures (`USER0`).
 pub const LINKTYPE_FABRIC: u32 = 147;
 /// Version byte of the fabric pseudo-header.
@@ -28,84 +28,24 @@ pub const FABRIC_PSEUDO_VERSION: u8 = 1;
 /// Bytes of the fabric pseudo-header.
 pub const FABRIC_PSEUDO_LEN: usize = 4;
 
-/// Writes a classic pcap stream (nanosecond magic `0xa1b23c4d`).
-#[derive(Debug)]
-pub struct PcapWriter<W: Write> {
-    out: W,
-    records: u64,
-    snaplen: u32,
-}
-
-impl<W: Write> PcapWriter<W> {
-    /// Starts a capture of `link_type` and writes the file header.
-    pub fn new(mut out: W, link_type: u32) -> io::Result<Self> {
-        let snaplen = 262_144u32;
-        let mut h = Vec::with_capacity(24);
-        h.extend_from_slice(&0xa1b2_3c4du32.to_le_bytes());
-        h.extend_from_slice(&2u16.to_le_bytes());
-        h.extend_from_slice(&4u16.to_le_bytes());
-        h.extend_from_slice(&0i32.to_le_bytes());
-        h.extend_from_slice(&0u32.to_le_bytes());
-        h.extend_from_slice(&snaplen.to_le_bytes());
-        h.extend_from_slice(&link_type.to_le_bytes());
-        out.write_all(&h)?;
-        Ok(PcapWriter {
-            out,
-            records: 0,
-            snaplen,
-        })
-    }
-
-    /// Writes one record stamped with virtual time `at`.
-    pub fn record(&mut self, at: Instant, data: &[u8]) -> io::Result<()> {
-        self.record_parts(at, &[data])
-    }
-
-    /// Writes one record made of several pieces (a pseudo-header and a packet).
-    pub fn record_parts(&mut self, at: Instant, parts: &[&[u8]]) -> io::Result<()> {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        let caplen = len.min(self.snaplen as usize);
-        let ns = at.as_ns();
-        let mut h = [0u8; 16];
-        h[0..4].copy_from_slice(&((ns / 1_000_000_000) as u32).to_le_bytes());
-        h[4..8].copy_from_slice(&((ns % 1_000_000_000) as u32).to_le_bytes());
-        h[8..12].copy_from_slice(&(caplen as u32).to_le_bytes());
-        h[12..16].copy_from_slice(&(len as u32).to_le_bytes());
-        self.out.write_all(&h)?;
-        let mut left = caplen;
-        for p in parts {
-            let n = p.len().min(left);
-            self.out.write_all(&p[..n])?;
-            left -= n;
-        }
-        self.records += 1;
-        Ok(())
-    }
-
-    /// Writes one fabric packet with its pseudo-header.
-    pub fn record_fabric(&mut self, at: Instant, plane: Plane, packet: &[u8]) -> io::Result<()> {
-        let pseudo = [
-            FABRIC_PSEUDO_VERSION,
-            match plane {
-                Plane::X => 0,
-                Plane::Y => 1,
-            },
-            0,
-            0,
-        ];
-        self.record_parts(at, &[&pseudo, packet])
-    }
-
-    /// Records written so far.
-    pub fn records(&self) -> u64 {
-        self.records
-    }
-
-    /// Flushes and returns the writer.
-    pub fn finish(mut self) -> io::Result<W> {
-        self.out.flush()?;
-        Ok(self.out)
-    }
+/// Writes one fabric packet, after its pseudo-header, into a capture of
+/// link type [`LINKTYPE_FABRIC`].
+pub fn record_fabric<W: Write>(
+    w: &mut PcapWriter<W>,
+    at: Instant,
+    plane: Plane,
+    packet: &[u8],
+) -> io::Result<()> {
+    let pseudo = [
+        FABRIC_PSEUDO_VERSION,
+        match plane {
+            Plane::X => 0,
+            Plane::Y => 1,
+        },
+        0,
+        0,
+    ];
+    w.record_parts(at.as_ns(), &[&pseudo, packet])
 }
 
 /// A capture target whose error is kept instead of aborting the run: the
@@ -145,7 +85,7 @@ impl Capture {
     /// Records an Ethernet frame (without FCS).
     pub fn frame(&mut self, at: Instant, frame: &[u8]) {
         if let Some(w) = self.writer.as_mut() {
-            let r = w.record(at, frame);
+            let r = w.record(at.as_ns(), frame);
             self.keep(r);
         }
     }
@@ -153,7 +93,7 @@ impl Capture {
     /// Records a fabric packet.
     pub fn fabric(&mut self, at: Instant, plane: Plane, packet: &[u8]) {
         if let Some(w) = self.writer.as_mut() {
-            let r = w.record_fabric(at, plane, packet);
+            let r = record_fabric(w, at, plane, packet);
             self.keep(r);
         }
     }
@@ -188,9 +128,8 @@ mod tests {
     #[test]
     fn ethernet_capture_reads_back_with_nanosecond_times() {
         let mut w = PcapWriter::new(Vec::new(), LINKTYPE_ETHERNET).unwrap();
-        w.record(Instant::from_ns(1_500_000_123), &[1, 2, 3, 4])
-            .unwrap();
-        w.record(Instant::from_ns(2_000_000_000), &[5; 60]).unwrap();
+        w.record(1_500_000_123, &[1, 2, 3, 4]).unwrap();
+        w.record(2_000_000_000, &[5; 60]).unwrap();
         assert_eq!(w.records(), 2);
         let bytes = w.finish().unwrap();
         let recs = parse_pcap(&bytes).unwrap();
@@ -203,8 +142,7 @@ mod tests {
     #[test]
     fn fabric_records_carry_the_pseudo_header() {
         let mut w = PcapWriter::new(Vec::new(), LINKTYPE_FABRIC).unwrap();
-        w.record_fabric(Instant::from_ns(7), Plane::Y, &[9; 20])
-            .unwrap();
+        record_fabric(&mut w, Instant::from_ns(7), Plane::Y, &[9; 20]).unwrap();
         let bytes = w.finish().unwrap();
         assert_eq!(u32::from_le_bytes(bytes[20..24].try_into().unwrap()), 147);
         let rec = &bytes[24..];

@@ -427,8 +427,7 @@ mod tests {
         lan.transmit(&mut e, a, frame(moved, A, 64));
         let got = run(&mut e, &mut lan);
         assert_eq!(got.len(), 1, "learnt: no flooding");
-        assert_eq!(got[0].1, b);
-        let _ = c;
+        assert_eq!(got[0].1, b, "not flooded to {c}");
     }
 
     #[test]

@@ -498,6 +498,9 @@ pub struct Nic {
     firmware: Firmware,
     layout: Layout,
     procs: Vec<Processor>,
+    /// Firmware index of each processor endpoint (doorbells are looked up
+    /// by requester on every write).
+    index_of: std::collections::BTreeMap<EndpointId, u16>,
     rx_free: Vec<u32>,
     tx_free: Vec<u32>,
     classified: VecDeque<(Instant, RxFrame, Verdict)>,
@@ -624,6 +627,12 @@ impl Nic {
             });
         }
         let planes = fabric.topology().planes().to_vec();
+        let index_of = config
+            .processors
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| (p, i as u16))
+            .collect();
         Ok(Nic {
             rx_free: (0..config.rx_buffers).rev().collect(),
             tx_free: (0..config.tx_buffers).rev().collect(),
@@ -634,6 +643,7 @@ impl Nic {
             firmware,
             layout,
             procs,
+            index_of,
             classified: VecDeque::new(),
             firmware_free: Instant::ZERO,
             wire: VecDeque::new(),
@@ -686,10 +696,7 @@ impl Nic {
 
     /// Firmware index of a processor endpoint.
     pub fn processor_index(&self, p: EndpointId) -> Option<u16> {
-        self.procs
-            .iter()
-            .position(|x| x.endpoint == p)
-            .map(|i| i as u16)
+        self.index_of.get(&p).copied()
     }
 
     /// The windows processor `p` uses to reach the adapter.
@@ -779,12 +786,7 @@ impl Nic {
             return;
         }
         let verdict = self.firmware.classify(body, fw_time(now));
-        let mut flags = CompletionFlags::empty();
-        if self.config.offloads.contains(Offloads::CSUM_IP)
-            || self.config.offloads.contains(Offloads::CSUM_L4)
-        {
-            flags |= offload::check(body, self.config.offloads);
-        }
+        let flags = CompletionFlags::empty();
         let ready = self.firmware_free.max(now) + self.config.classify_time;
         self.firmware_free = ready;
         let f = RxFrame {
@@ -954,13 +956,18 @@ impl Nic {
             }
             q.backlog.pop_front();
             let remote = FabricAddr::new(q.buffers.key(), q.buffers.offset().wrapping_add(off));
-            // Report only the checks the queue asked for.
+            // Check the checksums only the queue asked for, and only those
+            // the adapter implements.
             let mut flags = frame.flags;
-            if !q.offloads.contains(Offloads::CSUM_IP) {
-                flags.remove(CompletionFlags::CSUM_IP_OK);
-            }
-            if !q.offloads.contains(Offloads::CSUM_L4) {
-                flags.remove(CompletionFlags::CSUM_L4_OK);
+            let checks = q.offloads & self.config.offloads;
+            if !checks.is_empty() {
+                let slot = self.layout.rx_slot(frame.slot);
+                if let Ok(bytes) = fabric
+                    .memory(self.endpoint)
+                    .and_then(|m| m.slice(slot, frame.len as u64).map_err(Into::into))
+                {
+                    flags |= offload::check(bytes, checks);
+                }
             }
             let req = DmaRequest::write(
                 endpoint,

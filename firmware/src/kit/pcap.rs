@@ -120,24 +120,78 @@ pub fn parse_pcap(bytes: &[u8]) -> Result<Vec<PcapRecord>, PcapError> {
     Ok(out)
 }
 
-/// Writes frames as a little-endian, nanosecond-resolution pcap file.
-pub fn write_pcap(frames: &[(u64, &[u8])]) -> Vec<u8> {
-    let mut b = Vec::new();
-    b.extend_from_slice(&0xa1b2_3c4du32.to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&4u16.to_le_bytes());
-    b.extend_from_slice(&0i32.to_le_bytes());
-    b.extend_from_slice(&0u32.to_le_bytes());
-    b.extend_from_slice(&(MAX_RECORD as u32).to_le_bytes());
-    b.extend_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
-    for (ts, data) in frames {
-        b.extend_from_slice(&((ts / 1_000_000_000) as u32).to_le_bytes());
-        b.extend_from_slice(&((ts % 1_000_000_000) as u32).to_le_bytes());
-        b.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        b.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        b.extend_from_slice(data);
+/// Writes a classic, little-endian, nanosecond-resolution pcap stream of any
+/// link type, record by record.
+#[derive(Debug)]
+pub struct PcapWriter<W: std::io::Write> {
+    out: W,
+    records: u64,
+}
+
+impl<W: std::io::Write> PcapWriter<W> {
+    /// Starts a capture of `link_type` and writes the file header.
+    pub fn new(mut out: W, link_type: u32) -> std::io::Result<Self> {
+        let mut h = Vec::with_capacity(24);
+        h.extend_from_slice(&0xa1b2_3c4du32.to_le_bytes());
+        h.extend_from_slice(&2u16.to_le_bytes());
+        h.extend_from_slice(&4u16.to_le_bytes());
+        h.extend_from_slice(&0i32.to_le_bytes());
+        h.extend_from_slice(&0u32.to_le_bytes());
+        h.extend_from_slice(&(MAX_RECORD as u32).to_le_bytes());
+        h.extend_from_slice(&link_type.to_le_bytes());
+        out.write_all(&h)?;
+        Ok(PcapWriter { out, records: 0 })
     }
-    b
+
+    /// Writes one record stamped `ts_nanos` after the capture's epoch.
+    pub fn record(&mut self, ts_nanos: u64, data: &[u8]) -> std::io::Result<()> {
+        self.record_parts(ts_nanos, &[data])
+    }
+
+    /// Writes one record made of several pieces (a pseudo-header and a
+    /// packet, say), cut at [`MAX_RECORD`] bytes.
+    pub fn record_parts(&mut self, ts_nanos: u64, parts: &[&[u8]]) -> std::io::Result<()> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let caplen = len.min(MAX_RECORD);
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&((ts_nanos / 1_000_000_000) as u32).to_le_bytes());
+        h[4..8].copy_from_slice(&((ts_nanos % 1_000_000_000) as u32).to_le_bytes());
+        h[8..12].copy_from_slice(&(caplen as u32).to_le_bytes());
+        h[12..16].copy_from_slice(&(len as u32).to_le_bytes());
+        self.out.write_all(&h)?;
+        let mut left = caplen;
+        for p in parts {
+            let n = p.len().min(left);
+            self.out.write_all(&p[..n])?;
+            left -= n;
+        }
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Records written so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Flushes and returns the output.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// Writes Ethernet frames as a little-endian, nanosecond-resolution pcap file.
+pub fn write_pcap(frames: &[(u64, &[u8])]) -> Vec<u8> {
+    let write = || -> std::io::Result<Vec<u8>> {
+        let mut w = PcapWriter::new(Vec::new(), LINKTYPE_ETHERNET)?;
+        for (ts, data) in frames {
+            w.record(*ts, data)?;
+        }
+        w.finish()
+    };
+    // Writing into a Vec cannot fail.
+    write().unwrap_or_default()
 }
 
 #[cfg(test)]
