@@ -22,12 +22,17 @@
 //! - [`rig`]: a small ready-made cluster (processors, adapters, a LAN
 //!   client) for tests, examples and benchmarks.
 
+pub mod app;
 pub mod client;
+pub mod conventional;
+pub mod cpu;
+pub mod ipc;
 pub mod mapper;
 pub mod net;
 pub mod processor;
 pub mod queue;
 pub mod rig;
+pub mod socket;
 pub mod stack;
 
 pub use processor::Processor;

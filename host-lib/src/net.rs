@@ -1,19 +1,41 @@
-//! A cluster whose processors run TCP/IP: the [`rig`](crate::rig) cluster
-//! with a [`ProcessorStack`] on every processor and [`ClientHost`]s on the
-//! LAN, driven by one [`HostModel`] that polls each instance when a frame,
-//! an interrupt or its own timer says so.
+//! A cluster whose processors run TCP/IP and applications: the
+//! [`rig`](crate::rig) cluster with, on every processor, a CPU
+//! ([`Cpu`]), the message system's state ([`Ipc`]), its applications
+//! ([`Application`]) and — on the parallel library — its own TCP/IP
+//! instance ([`Sockets`]); on the conventional stack one processor runs the
+//! only instance and the others reach it by messages
+//! ([`crate::conventional`]). [`ClientHost`]s sit on the LAN. One
+//! [`HostModel`] drives it all.
+//!
+//! ## How a processor runs
+//! Everything a processor does is a *poll*: take the adapter's completions
+//! and interrupts, run the TCP/IP instance, update the socket table, run
+//! every application, run the instance again for what they sent, then
+//! send the control messages and system messages that piled up. A poll
+//! happens on an interrupt, on a message, or at the time the instance or
+//! an application asked for — but never while the CPU is busy with earlier
+//! work: the poll waits until [`Cpu::free_at`].
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
 
 use smoltcp::wire::{Ipv4Address, Ipv6Address};
 use snet_fabric::EndpointId;
 use snet_fabric::engine::ComponentId;
 use snet_fabric::network::DmaCompletion;
 use snet_fabric::time::{Duration, Instant};
+use snet_firmware::ProcessorId;
 use snet_nic_model::mac::{LinkSpeed, MacAddr};
 use snet_nic_model::{Cluster, HostModel, StationId};
 
+use crate::app::{AppContext, Application, Mailbox, Reply, STACK_TAG, SYSTEM_TAG};
 use crate::client::ClientHost;
+use crate::conventional::{Proxy, StackServer};
+use crate::cpu::{Cpu, CpuCosts};
+use crate::ipc::{Ipc, IpcConfig, MessageKind};
 use crate::processor::Processor;
-use crate::rig::{NoEvent, Rig, RigConfig, adapter_mac, control_and_wait};
+use crate::rig::{NoEvent, Rig, RigConfig, adapter_mac};
+use crate::socket::{SocketApi, SocketConfig, Sockets, SystemMessage, ephemeral_range};
 use crate::stack::{ClusterAddress, ProcessorStack};
 
 /// The cluster's IPv4 address in the examples and tests.
@@ -31,19 +53,98 @@ pub fn ipv6_groups(ipv6: Ipv6Address) -> [MacAddr; 2] {
     ]
 }
 
+/// Where TCP/IP runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StackMode {
+    /// A TCP/IP instance in every processor (the parallel library).
+    #[default]
+    Parallel,
+    /// One instance, in processor `at`; applications elsewhere reach it by
+    /// inter-processor messages.
+    Conventional {
+        /// The processor running TCP/IP.
+        at: usize,
+    },
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// The cluster.
+    pub rig: RigConfig,
+    /// Client hosts on the LAN.
+    pub clients: usize,
+    /// Where TCP/IP runs.
+    pub stack: StackMode,
+    /// Socket settings (the ephemeral range and adapter count are filled
+    /// in per processor).
+    pub sockets: SocketConfig,
+    /// CPU costs.
+    pub cpu: CpuCosts,
+    /// The message system.
+    pub ipc: IpcConfig,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            rig: RigConfig::default(),
+            clients: 1,
+            stack: StackMode::Parallel,
+            sockets: SocketConfig::default(),
+            cpu: CpuCosts::free(),
+            ipc: IpcConfig::default(),
+        }
+    }
+}
+
+struct AppSlot {
+    app: Box<dyn Application>,
+    mailbox: Mailbox,
+    wake: Option<Instant>,
+}
+
 /// The processors' and clients' side of a [`NetRig`].
-#[derive(Debug)]
 pub struct NetHosts {
     /// One per processor.
     pub processors: Vec<Processor>,
-    /// Each processor's TCP/IP instance (`None` once the processor failed).
-    pub stacks: Vec<Option<ProcessorStack>>,
-    stack_components: Vec<ComponentId>,
+    /// Each processor's sockets on its own TCP/IP instance (parallel
+    /// library; on the conventional stack only the stack processor has
+    /// one). `None` once the processor failed.
+    pub sockets: Vec<Option<Sockets>>,
+    /// Each processor's CPU.
+    pub cpus: Vec<Cpu>,
+    /// The message system.
+    pub ipc: Ipc,
+    /// Whether each processor is up.
+    pub up: Vec<bool>,
+    mode: StackMode,
+    /// Conventional stack: each processor's proxy to the stack processor.
+    proxies: Vec<Proxy>,
+    /// Conventional stack: the stack processor's server.
+    server: Option<StackServer>,
+    apps: Vec<Vec<AppSlot>>,
+    components: Vec<ComponentId>,
+    adapters: usize,
     /// The client hosts.
     pub clients: Vec<ClientHost>,
     client_components: Vec<ComponentId>,
     /// Errors met on the host side (a test asserts this stays empty).
     pub errors: Vec<String>,
+    /// Answers to control messages sent outside the socket library
+    /// (processor, adapter, sequence, outcome).
+    other_outcomes: Vec<(usize, usize, u32, crate::ControlOutcome)>,
+}
+
+impl std::fmt::Debug for NetHosts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetHosts")
+            .field("processors", &self.processors.len())
+            .field("mode", &self.mode)
+            .field("clients", &self.clients.len())
+            .field("errors", &self.errors)
+            .finish()
+    }
 }
 
 impl NetHosts {
@@ -51,18 +152,283 @@ impl NetHosts {
         self.processors.iter().position(|p| p.endpoint() == ep)
     }
 
-    /// Polls processor `i`'s instance now and schedules its next poll.
+    /// Processor `p`'s TCP/IP instance, if it runs one and is up.
+    pub fn stack_mut(&mut self, p: usize) -> Option<&mut ProcessorStack> {
+        self.sockets.get_mut(p)?.as_mut().map(|s| &mut s.stack)
+    }
+
+    /// Processor `p`'s TCP/IP instance, if it runs one and is up.
+    pub fn stack(&self, p: usize) -> Option<&ProcessorStack> {
+        self.sockets.get(p)?.as_ref().map(|s| &s.stack)
+    }
+
+    /// Where TCP/IP runs.
+    pub fn mode(&self) -> StackMode {
+        self.mode
+    }
+
+    /// Applications on processor `p`.
+    pub fn apps(&self, p: usize) -> impl Iterator<Item = &dyn Application> {
+        self.apps
+            .get(p)
+            .into_iter()
+            .flatten()
+            .map(|s| s.app.as_ref())
+    }
+
+    /// Inter-processor requests (hops) processor `p` sent.
+    pub fn hops(&self, p: usize) -> u64 {
+        self.ipc.counters(p).requests_sent
+    }
+
+    /// Polls processor `i` now (or when its CPU is free) and schedules its
+    /// next poll.
     pub fn poll_processor(&mut self, cluster: &mut Cluster<NoEvent>, i: usize) {
-        let Some(stack) = self.stacks.get_mut(i).and_then(Option::as_mut) else {
+        if !self.up.get(i).copied().unwrap_or(false) {
             return;
-        };
-        let Some(qp) = self.processors[i].queue_mut(0) else {
+        }
+        let now = cluster.now();
+        if let Some(at) = self.cpus[i].free_at(now) {
+            cluster.wake_host(self.components[i], at);
             return;
-        };
-        match stack.poll(cluster, qp) {
-            Ok(Some(at)) => cluster.wake_host(self.stack_components[i], at.max(cluster.now())),
-            Ok(None) => {}
-            Err(e) => self.errors.push(format!("P{i}: {e}")),
+        }
+        self.take_messages(cluster, i);
+        let mut next = self.run_stack(cluster, i);
+        let before = self.calls(i);
+        next = earliest(next, self.run_apps(cluster, i));
+        let after = self.calls(i);
+        if after != before {
+            // What the applications queued goes out now.
+            next = earliest(next, self.run_stack(cluster, i));
+        }
+        self.flush(cluster, i);
+        if let Some(at) = self.cpus[i].free_at(cluster.now()) {
+            next = Some(next.map_or(at, |n| n.max(at)));
+        }
+        if let Some(at) = next {
+            cluster.wake_host(self.components[i], at.max(cluster.now()));
+        }
+    }
+
+    fn calls(&self, i: usize) -> u64 {
+        let local = self.sockets[i].as_ref().map_or(0, |s| s.counters().calls);
+        local + self.proxies.get(i).map_or(0, |p| p.calls())
+    }
+
+    /// Runs the TCP/IP instance of processor `i`, if it has one.
+    fn run_stack(&mut self, cluster: &mut Cluster<NoEvent>, i: usize) -> Option<Instant> {
+        let sockets = self.sockets[i].as_mut()?;
+        let qp = self.processors[i].queue_mut(0)?;
+        let before = sockets.stack.counters().rx_frames + sockets.stack.counters().tx_frames;
+        let r = sockets.stack.poll(cluster, qp);
+        let after = sockets.stack.counters().rx_frames + sockets.stack.counters().tx_frames;
+        self.cpus[i].segments(cluster.now(), after - before);
+        sockets.maintain();
+        if let Some(server) = self.server.as_mut().filter(|s| s.processor() == i) {
+            server.serve(sockets, cluster.now());
+        }
+        match r {
+            Ok(at) => at,
+            Err(e) => {
+                self.errors.push(format!("P{i}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn run_apps(&mut self, cluster: &mut Cluster<NoEvent>, i: usize) -> Option<Instant> {
+        let now = cluster.now();
+        let processors = self.processors.len();
+        let mut next = None;
+        let NetHosts {
+            apps,
+            sockets,
+            proxies,
+            cpus,
+            ipc,
+            mode,
+            ..
+        } = self;
+        for slot in apps[i].iter_mut() {
+            let mut local;
+            let mut remote;
+            let api: &mut dyn SocketApi = match mode {
+                StackMode::Parallel => match sockets[i].as_mut() {
+                    Some(s) => {
+                        local = s.api(now);
+                        &mut local
+                    }
+                    None => continue,
+                },
+                StackMode::Conventional { at } if *at == i => match sockets[i].as_mut() {
+                    // Applications on the stack processor still talk to
+                    // the TCP/IP process through its proxy (a local hop).
+                    Some(_) => {
+                        remote = proxies[i].api(now);
+                        &mut remote
+                    }
+                    None => continue,
+                },
+                StackMode::Conventional { .. } => {
+                    remote = proxies[i].api(now);
+                    &mut remote
+                }
+            };
+            let mut cx = AppContext {
+                api,
+                cpu: &mut cpus[i],
+                ipc,
+                cluster,
+                mailbox: &mut slot.mailbox,
+                processors,
+            };
+            slot.wake = slot.app.poll(&mut cx);
+            next = earliest(next, slot.wake);
+        }
+        next
+    }
+
+    /// Sends what processor `i`'s library queued: control messages to
+    /// every adapter, system and stack messages to other processors.
+    fn flush(&mut self, cluster: &mut Cluster<NoEvent>, i: usize) {
+        let pid = ProcessorId(i as u16);
+        if let Some(sockets) = self.sockets[i].as_mut() {
+            for (op, message) in sockets.take_control() {
+                let env = snet_firmware::control::Envelope::new(pid, message);
+                for q in 0..self.adapters {
+                    match self.processors[i].queue_mut(q) {
+                        Some(qp) => match qp.send_control(cluster, &env) {
+                            Ok(seq) => sockets.control_sent(op, q, seq),
+                            Err(e) => sockets.control_failed(op, e.to_string()),
+                        },
+                        None => sockets.control_failed(op, format!("no queue to adapter {q}")),
+                    }
+                }
+            }
+            for out in sockets.take_system() {
+                let payload = out.message.to_bytes();
+                match self
+                    .ipc
+                    .send_request(cluster, i, out.to, SYSTEM_TAG, &payload)
+                {
+                    Ok(_) => self.cpus[i].messages(cluster.now(), 1),
+                    Err(e) => self.errors.push(format!("P{i} → P{}: {e}", out.to)),
+                }
+            }
+        }
+        // The conventional stack's messages, both ways.
+        let mut outgoing = Vec::new();
+        if let Some(p) = self.proxies.get_mut(i) {
+            outgoing.extend(p.take_outgoing().into_iter().map(|(to, b)| (to, b, true)));
+        }
+        if let Some(s) = self.server.as_mut().filter(|s| s.processor() == i) {
+            outgoing.extend(s.take_outgoing().into_iter().map(|(to, b)| (to, b, false)));
+        }
+        let mut local = Vec::new();
+        for (to, bytes, from_proxy) in outgoing {
+            self.cpus[i].messages(cluster.now(), 1);
+            if to == i {
+                local.push((bytes, from_proxy));
+                continue;
+            }
+            match self.ipc.send_request(cluster, i, to, STACK_TAG, &bytes) {
+                Ok(_) => {}
+                Err(crate::ipc::IpcError::WouldBlock { .. }) => {
+                    // Every slot to the peer is busy: try again on the
+                    // next poll.
+                    if from_proxy {
+                        self.proxies[i].requeue(to, bytes);
+                    } else if let Some(s) = self.server.as_mut() {
+                        s.requeue(to, bytes);
+                    }
+                }
+                Err(e) => self.errors.push(format!("P{i} → P{to}: {e}")),
+            }
+        }
+        // A message between a proxy and the server in the same processor
+        // does not cross the fabric, but it is still a hop.
+        for (bytes, from_proxy) in local {
+            self.cpus[i].messages(cluster.now(), 1);
+            if from_proxy {
+                if let (Some(server), Some(sockets)) =
+                    (self.server.as_mut(), self.sockets[i].as_mut())
+                {
+                    server.request(sockets, i, &bytes, cluster.now());
+                }
+            } else {
+                self.proxies[i].event(&bytes);
+            }
+            cluster.wake_host(self.components[i], cluster.now());
+        }
+    }
+
+    /// Routes the messages that reached processor `i`.
+    fn take_messages(&mut self, cluster: &mut Cluster<NoEvent>, i: usize) {
+        while let Some(m) = self.ipc.take(i) {
+            self.cpus[i].messages(cluster.now(), 1);
+            match &m.kind {
+                MessageKind::Request(r) => {
+                    let r = r.clone();
+                    if m.tag == SYSTEM_TAG {
+                        match (
+                            SystemMessage::from_bytes(&m.payload),
+                            self.sockets[i].as_mut(),
+                        ) {
+                            (Some(msg), Some(s)) => s.system_message(m.from, msg),
+                            (None, _) => self
+                                .errors
+                                .push(format!("P{i}: a malformed system message from P{}", m.from)),
+                            (_, None) => {}
+                        }
+                        self.ack(cluster, i, &r);
+                    } else if m.tag == STACK_TAG {
+                        match (self.server.as_mut(), self.sockets[i].as_mut()) {
+                            (Some(server), Some(sockets)) if server.processor() == i => {
+                                server.request(sockets, m.from, &m.payload, cluster.now());
+                            }
+                            _ => self.proxies[i].event(&m.payload),
+                        }
+                        self.ack(cluster, i, &r);
+                    } else {
+                        let service = (m.tag & u64::from(u32::MAX)) as u32;
+                        match self.apps[i]
+                            .iter_mut()
+                            .find(|s| s.app.service() == Some(service))
+                        {
+                            Some(slot) => slot.mailbox.requests.push_back(m),
+                            None => {
+                                // No such service: an empty reply says so.
+                                self.ack(cluster, i, &r);
+                            }
+                        }
+                    }
+                }
+                MessageKind::Reply { request, result } => {
+                    let (request, result) = (*request, result.clone());
+                    if m.tag & (SYSTEM_TAG | STACK_TAG) != 0 {
+                        continue;
+                    }
+                    if let Some(slot) = self.apps[i]
+                        .iter_mut()
+                        .find(|s| s.mailbox.sent.contains(&request))
+                    {
+                        slot.mailbox.sent.retain(|r| *r != request);
+                        slot.mailbox.replies.push_back(Reply {
+                            request,
+                            result,
+                            payload: m.payload,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn ack(&mut self, cluster: &mut Cluster<NoEvent>, i: usize, r: &crate::ipc::RequestRef) {
+        if let Err(e) = self.ipc.reply(cluster, r, &[]) {
+            if !matches!(e, crate::ipc::IpcError::PeerDown(_)) {
+                self.errors.push(format!("P{i}: reply: {e}"));
+            }
         }
     }
 
@@ -74,11 +440,19 @@ impl NetHosts {
     }
 }
 
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
 impl HostModel<NoEvent> for NetHosts {
     fn event(&mut self, _: &mut Cluster<NoEvent>, _: ComponentId, _: NoEvent) {}
 
     fn wake(&mut self, cluster: &mut Cluster<NoEvent>, component: ComponentId) {
-        if let Some(i) = self.stack_components.iter().position(|&c| c == component) {
+        if let Some(i) = self.components.iter().position(|&c| c == component) {
             self.poll_processor(cluster, i);
         } else if let Some(c) = self.client_components.iter().position(|&c| c == component) {
             self.poll_client(cluster, c);
@@ -89,18 +463,42 @@ impl HostModel<NoEvent> for NetHosts {
         let Some(i) = self.processor_index(processor) else {
             return;
         };
-        if self.stacks[i].is_none() {
+        if !self.up[i] {
             return;
         }
-        if let Err(e) = self.processors[i].on_interrupt(cluster) {
+        let ipc = &mut self.ipc;
+        let r = self.processors[i].on_interrupt_with(cluster, |cluster, entry| {
+            ipc.on_interrupt(cluster, i, entry)
+        });
+        if let Err(e) = r {
             self.errors.push(format!("P{i}: {e}"));
+        }
+        for q in 0..self.processors[i].queues().len() {
+            let qp = self.processors[i].queue_mut(q).expect("index in range");
+            for (seq, outcome) in qp.take_outcomes() {
+                let mine = self.sockets[i]
+                    .as_mut()
+                    .is_some_and(|s| s.control_outcome(q, seq, outcome));
+                if !mine {
+                    self.other_outcomes.push((i, q, seq, outcome));
+                }
+            }
         }
         self.poll_processor(cluster, i);
     }
 
     fn dma_done(&mut self, cluster: &mut Cluster<NoEvent>, done: DmaCompletion) {
+        if self.ipc.on_dma_done(cluster, &done) {
+            // A failed request completes with a reply: serve it.
+            if let Some(i) = self.processor_index(done.requester)
+                && self.ipc.has_messages(i)
+            {
+                cluster.wake_host(self.components[i], cluster.now());
+            }
+            return;
+        }
         if let Some(i) = self.processor_index(done.requester) {
-            if self.stacks[i].is_none() {
+            if !self.up[i] {
                 return;
             }
             if let Err(e) = self.processors[i].on_dma_done(cluster, &done) {
@@ -117,12 +515,13 @@ impl HostModel<NoEvent> for NetHosts {
     }
 }
 
-/// A cluster of processors running TCP/IP, one adapter, and client hosts.
+/// A cluster of processors running TCP/IP and applications, one or more
+/// adapters, and client hosts.
 #[derive(Debug)]
 pub struct NetRig {
     /// The world.
     pub cluster: Cluster<NoEvent>,
-    /// Processors, stacks and clients.
+    /// Processors, stacks, applications and clients.
     pub hosts: NetHosts,
     /// Processor endpoints.
     pub processors: Vec<EndpointId>,
@@ -130,12 +529,28 @@ pub struct NetRig {
 
 impl NetRig {
     /// Builds the rig with `clients` client hosts (client `c` at
-    /// 198.18.1.`c+1` and 2001:db8::1:`c+1`), every processor's instance at
-    /// the cluster address.
-    pub fn new(mut config: RigConfig, clients: usize) -> Result<NetRig, String> {
-        config.nic.mac.multicast.extend(ipv6_groups(CLUSTER_IPV6));
-        let seed = config.seed;
-        let rig = Rig::new(config)?;
+    /// 198.18.1.`c+1` and 2001:db8::1:`c+1`) on the parallel library, with
+    /// no CPU costs.
+    pub fn new(config: RigConfig, clients: usize) -> Result<NetRig, String> {
+        NetRig::build(NetConfig {
+            rig: config,
+            clients,
+            ..NetConfig::default()
+        })
+    }
+
+    /// Builds the rig from a full configuration.
+    pub fn build(config: NetConfig) -> Result<NetRig, String> {
+        let mut rig_config = config.rig.clone();
+        rig_config
+            .nic
+            .mac
+            .multicast
+            .extend(ipv6_groups(CLUSTER_IPV6));
+        let seed = rig_config.seed;
+        let memory = rig_config.fabric.memory_size;
+        let adapters = usize::from(rig_config.adapters);
+        let rig = Rig::new(rig_config)?;
         let Rig {
             mut cluster,
             hosts,
@@ -143,40 +558,101 @@ impl NetRig {
             ..
         } = rig;
         let now = cluster.now();
+        let n = hosts.processors.len();
+        if let StackMode::Conventional { at } = config.stack
+            && at >= n
+        {
+            return Err(format!(
+                "the conventional stack runs on processor {at}, but there are {n}"
+            ));
+        }
         let address = ClusterAddress {
             mac: adapter_mac(0).0,
             ipv4: Some((CLUSTER_IPV4, 15)),
             ipv6: Some((CLUSTER_IPV6, 64)),
         };
-        let mut stacks = Vec::new();
-        let mut stack_components = Vec::new();
-        for (i, p) in hosts.processors.iter().enumerate() {
-            let mtu = p.queues()[0].setup().chunk as usize;
-            stacks.push(Some(ProcessorStack::new(
-                address,
-                seed.wrapping_mul(1000).wrapping_add(i as u64),
-                mtu,
-                now,
-            )));
-            stack_components.push(cluster.host_component());
+        let mut procs = hosts.processors;
+        let mut arenas = Vec::new();
+        for p in procs.iter_mut() {
+            let at = p.reserve(0);
+            let len = memory.checked_sub(at.0).filter(|l| *l > 0).ok_or_else(|| {
+                format!(
+                    "{}: no memory left for messages after the queue pairs",
+                    p.endpoint()
+                )
+            })?;
+            arenas.push((p.endpoint(), at, len));
         }
+        let ipc = Ipc::new(config.ipc, arenas).map_err(|e| e.to_string())?;
+        let mut sockets = Vec::new();
+        let mut components = Vec::new();
+        for (i, p) in procs.iter().enumerate() {
+            let runs_stack = match config.stack {
+                StackMode::Parallel => true,
+                StackMode::Conventional { at } => at == i,
+            };
+            if runs_stack {
+                let mtu = p.queues()[0].setup().chunk as usize;
+                let stack = ProcessorStack::new(
+                    address,
+                    seed.wrapping_mul(1000).wrapping_add(i as u64),
+                    mtu,
+                    now,
+                );
+                let mut sc = config.sockets.clone();
+                sc.adapters = adapters;
+                sc.ephemeral = ephemeral_range(i, n);
+                sockets.push(Some(Sockets::new(
+                    stack,
+                    i,
+                    Some(IpAddr::V4(CLUSTER_IPV4)),
+                    Some(IpAddr::V6(CLUSTER_IPV6)),
+                    sc,
+                )));
+            } else {
+                sockets.push(None);
+            }
+            components.push(cluster.host_component());
+        }
+        let max_payload = config.ipc.max_payload();
+        let (proxies, server) = match config.stack {
+            StackMode::Parallel => (Vec::new(), None),
+            StackMode::Conventional { at } => (
+                (0..n)
+                    .map(|i| Proxy::new(i, at, config.sockets.clone(), max_payload))
+                    .collect(),
+                Some(StackServer::new(at, config.sockets.clone(), max_payload)),
+            ),
+        };
         let mut hosts = NetHosts {
-            processors: hosts.processors,
-            stacks,
-            stack_components,
+            processors: procs,
+            sockets,
+            cpus: vec![Cpu::new(config.cpu); n],
+            ipc,
+            up: vec![true; n],
+            mode: config.stack,
+            proxies,
+            server,
+            apps: (0..n).map(|_| Vec::new()).collect(),
+            components,
+            adapters,
             clients: Vec::new(),
             client_components: Vec::new(),
             errors: Vec::new(),
+            other_outcomes: Vec::new(),
         };
-        for c in 0..clients {
-            let n = c as u8 + 1;
-            let mac = [0x02, 0, 0, 1, 0, n];
+        for c in 0..config.clients {
+            let (hi, lo) = ((c / 250) as u8, (c % 250) as u8 + 1);
+            let mac = [0x02, 0, 0, 1, hi, lo];
             let station = cluster.lan.attach(MacAddr(mac), LinkSpeed::GBIT_1);
             hosts.clients.push(ClientHost::new(
                 station,
                 mac,
-                Some((Ipv4Address::new(198, 18, 1, n), 15)),
-                Some((Ipv6Address::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, n as u16), 64)),
+                Some((Ipv4Address::new(198, 18, 1 + hi, lo), 15)),
+                Some((
+                    Ipv6Address::new(0x2001, 0xdb8, 0, 0, 0, 0, 1 + u16::from(hi), u16::from(lo)),
+                    64,
+                )),
                 seed.wrapping_mul(7919).wrapping_add(c as u64),
                 now,
             ));
@@ -189,23 +665,60 @@ impl NetRig {
         })
     }
 
-    /// Sends a control message from processor `p` (index) to the adapter
-    /// and waits for the answer.
+    /// Starts `app` on processor `p`; it is first polled now.
+    pub fn spawn(&mut self, p: usize, app: Box<dyn Application>) -> Result<(), String> {
+        let n = self.hosts.apps.len();
+        let slots = self
+            .hosts
+            .apps
+            .get_mut(p)
+            .ok_or_else(|| format!("no processor {p} (there are {n})"))?;
+        slots.push(AppSlot {
+            app,
+            mailbox: Mailbox::default(),
+            wake: None,
+        });
+        let at = self.cluster.now();
+        self.cluster.wake_host(self.hosts.components[p], at);
+        Ok(())
+    }
+
+    /// Sends a control message from processor `p` (index) to adapter 0,
+    /// outside the socket library, and waits (up to 1 ms of virtual time)
+    /// for the answer.
     pub fn control(
         &mut self,
         p: usize,
         message: snet_firmware::control::ControlMessage,
     ) -> crate::ControlOutcome {
-        let out = control_and_wait(
-            &mut self.cluster,
-            &mut self.hosts,
-            |h| &mut h.processors[p],
-            |h, e| h.errors.push(e),
-            1,
-            p,
-            message,
-        );
-        out[0]
+        let env = snet_firmware::control::Envelope::new(ProcessorId(p as u16), message);
+        let Some(qp) = self.hosts.processors[p].queue_mut(0) else {
+            return crate::ControlOutcome::Refused(snet_nic_model::regs::StatusCode::NoResources);
+        };
+        let seq = match qp.send_control(&mut self.cluster, &env) {
+            Ok(s) => s,
+            Err(e) => {
+                self.hosts.errors.push(e.to_string());
+                return crate::ControlOutcome::Refused(
+                    snet_nic_model::regs::StatusCode::NoResources,
+                );
+            }
+        };
+        let deadline = self.cluster.now() + Duration::from_ms(1);
+        while self.cluster.now() < deadline {
+            if let Some(k) = self
+                .hosts
+                .other_outcomes
+                .iter()
+                .position(|o| (o.0, o.1, o.2) == (p, 0, seq))
+            {
+                return self.hosts.other_outcomes.remove(k).3;
+            }
+            if !self.cluster.step(deadline, &mut self.hosts) {
+                break;
+            }
+        }
+        crate::ControlOutcome::Refused(snet_nic_model::regs::StatusCode::NoResources)
     }
 
     /// Runs for `d` of virtual time.
@@ -214,7 +727,8 @@ impl NetRig {
         self.cluster.run_until(until, &mut self.hosts);
     }
 
-    /// Polls every instance now (after an application changed its sockets).
+    /// Polls every processor and client now (after a test changed sockets
+    /// from outside).
     pub fn kick(&mut self) {
         for i in 0..self.hosts.processors.len() {
             self.hosts.poll_processor(&mut self.cluster, i);
@@ -225,15 +739,38 @@ impl NetRig {
     }
 
     /// Fails processor `p` (index) now: its instance and applications
-    /// vanish with it, and the adapter is told.
+    /// vanish with it, the adapters are told, and the message system tells
+    /// the survivors.
     pub fn fail_processor(&mut self, p: usize) {
-        self.hosts.stacks[p] = None;
+        self.hosts.up[p] = false;
+        self.hosts.sockets[p] = None;
+        self.hosts.apps[p].clear();
         let ep = self.processors[p];
         if let Err(e) = self
             .cluster
             .fail(snet_fabric::network::FaultTarget::Endpoint(ep))
         {
             self.hosts.errors.push(e.to_string());
+        }
+        for q in self.hosts.ipc.processor_failed(&mut self.cluster, p) {
+            let at = self.cluster.now();
+            self.cluster.wake_host(self.hosts.components[q], at);
+        }
+        if let Some(server) = self.hosts.server.as_mut() {
+            server.processor_failed(p);
+        }
+        let mut pending = VecDeque::new();
+        if let StackMode::Conventional { at } = self.hosts.mode
+            && at == p
+        {
+            for (i, proxy) in self.hosts.proxies.iter_mut().enumerate() {
+                proxy.stack_failed();
+                pending.push_back(i);
+            }
+        }
+        while let Some(i) = pending.pop_front() {
+            let at = self.cluster.now();
+            self.cluster.wake_host(self.hosts.components[i], at);
         }
     }
 

@@ -27,11 +27,12 @@ use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
     EthernetRepr, HardwareAddress, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, IpProtocol,
     Ipv4Address, Ipv4Packet, Ipv6Address, Ipv6Packet, Ipv6Repr, NdiscNeighborFlags, NdiscRepr,
-    RawHardwareAddress,
+    RawHardwareAddress, TcpPacket,
 };
 use snet_fabric::engine::Traced;
 use snet_fabric::network::Fabric;
 use snet_fabric::time::Instant;
+use snet_firmware::FiveTuple;
 use snet_nic_model::Cluster;
 use snet_nic_model::ring::TxFlags;
 
@@ -69,6 +70,91 @@ pub struct StackCounters {
     pub tx_blocked: u64,
     /// Neighbour entries learnt from delivered frames.
     pub neighbours_learnt: u64,
+    /// Frames held back for a connection being handed off.
+    pub diverted: u64,
+    /// Frames of a connection handed to another processor that still
+    /// reached this one (dropped; zero once the adapter's filter moved).
+    pub strays: u64,
+    /// Frames fed to the instance from outside the queue pair (a handed-off
+    /// connection's queued frames).
+    pub injected: u64,
+}
+
+/// What the library does with received TCP frames before its TCP/IP
+/// instance sees them — the hooks of the SYN-time connection hand-off
+/// (see [`crate::socket`]):
+/// - a SYN to a port in `handoff_ports` opens a new *diverted* connection:
+///   it and every later frame of its 5-tuple are copied out and held in
+///   `diverted` instead of reaching the instance (which would answer);
+/// - frames of a 5-tuple in `handed` (given to another processor) are
+///   counted as strays and dropped;
+/// - frames in `inject` are fed to the instance before the queue pair's.
+#[derive(Debug, Default)]
+pub struct Steering {
+    /// Local TCP ports whose new connections are held for hand-off.
+    pub handoff_ports: BTreeSet<u16>,
+    /// Held frames, per connection, in arrival order.
+    pub diverted: std::collections::BTreeMap<FiveTuple, Vec<Vec<u8>>>,
+    /// Connections handed to another processor.
+    pub handed: BTreeSet<FiveTuple>,
+    /// Frames to feed to the instance first.
+    pub inject: std::collections::VecDeque<Vec<u8>>,
+}
+
+impl Steering {
+    fn active(&self) -> bool {
+        !(self.handoff_ports.is_empty() && self.diverted.is_empty() && self.handed.is_empty())
+    }
+
+    /// What to do with a received frame.
+    fn classify(&self, frame: &[u8]) -> Steer {
+        let Some((tuple, syn_only)) = tcp_tuple(frame) else {
+            return Steer::Pass;
+        };
+        if self.diverted.contains_key(&tuple) {
+            Steer::Divert(tuple)
+        } else if self.handed.contains(&tuple) {
+            Steer::Stray
+        } else if syn_only && self.handoff_ports.contains(&tuple.local_port) {
+            Steer::Divert(tuple)
+        } else {
+            Steer::Pass
+        }
+    }
+}
+
+enum Steer {
+    Pass,
+    Divert(FiveTuple),
+    Stray,
+}
+
+/// The 5-tuple of a TCP frame as seen by the receiving processor (remote =
+/// source), and whether it is a bare SYN (a connection attempt).
+pub fn tcp_tuple(frame: &[u8]) -> Option<(FiveTuple, bool)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let (src, dst, payload): (std::net::IpAddr, std::net::IpAddr, &[u8]) = match eth.ethertype() {
+        EthernetProtocol::Ipv4 => {
+            let p = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            if p.next_header() != IpProtocol::Tcp || p.more_frags() || p.frag_offset() != 0 {
+                return None;
+            }
+            let body = &eth.payload()[usize::from(p.header_len())..usize::from(p.total_len())];
+            (p.src_addr().into(), p.dst_addr().into(), body)
+        }
+        EthernetProtocol::Ipv6 => {
+            let p = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            if p.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            let body = &eth.payload()[40..40 + usize::from(p.payload_len())];
+            (p.src_addr().into(), p.dst_addr().into(), body)
+        }
+        _ => return None,
+    };
+    let tcp = TcpPacket::new_checked(payload).ok()?;
+    let t = FiveTuple::tcp(src, tcp.src_port(), dst, tcp.dst_port());
+    Some((t, tcp.syn() && !tcp.ack()))
 }
 
 /// One processor's TCP/IP instance.
@@ -80,6 +166,8 @@ pub struct ProcessorStack {
     address: ClusterAddress,
     learnt: BTreeSet<(IpAddress, [u8; 6])>,
     counters: StackCounters,
+    /// Frames held back from the instance or fed to it (connection hand-off).
+    pub steering: Steering,
 }
 
 impl std::fmt::Debug for ProcessorStack {
@@ -135,11 +223,12 @@ struct QueueDevice<'a> {
     learnt: &'a mut BTreeSet<(IpAddress, [u8; 6])>,
     address: ClusterAddress,
     counters: &'a mut StackCounters,
+    steering: &'a mut Steering,
     mtu: usize,
 }
 
 enum Rx<'b> {
-    /// A synthesized neighbour announcement.
+    /// A synthesized neighbour announcement, or an injected frame.
     Owned(Vec<u8>),
     /// A received frame, in place.
     InPlace(&'b [u8]),
@@ -177,17 +266,29 @@ impl phy::TxToken for Tx<'_> {
     }
 }
 
-impl QueueDevice<'_> {
-    fn reserve(&mut self) -> Option<(u32, snet_fabric::memory::ProcAddr)> {
-        if !self.qp.can_send() {
-            return None;
-        }
-        let buf = self.qp.tx_buffer()?;
-        let chunk = buf.chunk();
-        let at = self.qp.chunk_addr(chunk);
-        self.log.get_mut().reserved.push(buf);
-        Some((chunk, at))
+/// Reserves a TX chunk for a token (logged, so it is posted if written and
+/// released if not) and returns it as a slice of processor memory.
+fn reserve_slice<'s>(
+    qp: &mut QueuePair,
+    fabric: &'s mut Fabric,
+    processor: snet_fabric::EndpointId,
+    log: &RefCell<Log>,
+) -> Option<(u32, &'s mut [u8])> {
+    let (chunk, at) = reserve(qp, log)?;
+    let size = qp.setup().chunk as u64;
+    let m = fabric.memory_mut(processor).ok()?;
+    Some((chunk, m.slice_mut(at, size).ok()?))
+}
+
+fn reserve(qp: &mut QueuePair, log: &RefCell<Log>) -> Option<(u32, snet_fabric::memory::ProcAddr)> {
+    if !qp.can_send() {
+        return None;
     }
+    let buf = qp.tx_buffer()?;
+    let chunk = buf.chunk();
+    let at = qp.chunk_addr(chunk);
+    log.borrow_mut().reserved.push(buf);
+    Some((chunk, at))
 }
 
 impl<'a> phy::Device for QueueDevice<'a> {
@@ -201,21 +302,57 @@ impl<'a> phy::Device for QueueDevice<'a> {
         Self: 'b;
 
     fn receive(&mut self, _: NetInstant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        // Frames handed over from another processor go first (after the
+        // announcement of their sender, if it is new here).
+        if let Some(front) = self.steering.inject.front()
+            && let Some((ip, mac)) = source_of(front)
+            && self.learnt.insert((ip, mac))
+        {
+            self.counters.neighbours_learnt += 1;
+            if let Some(a) = announcement(&self.address, ip, mac) {
+                let chunk = reserve_slice(self.qp, self.fabric, self.processor, &self.log);
+                return Some((
+                    Rx::Owned(a),
+                    Tx {
+                        chunk,
+                        log: &self.log,
+                    },
+                ));
+            }
+        }
+        if let Some(f) = self.steering.inject.pop_front() {
+            self.counters.injected += 1;
+            let chunk = reserve_slice(self.qp, self.fabric, self.processor, &self.log);
+            return Some((
+                Rx::Owned(f),
+                Tx {
+                    chunk,
+                    log: &self.log,
+                },
+            ));
+        }
+        // Frames held back or dropped for a hand-off never reach smoltcp.
+        while self.steering.active() {
+            let frame = self.qp.peek(self.fabric)?;
+            match self.steering.classify(frame) {
+                Steer::Pass => break,
+                Steer::Divert(t) => {
+                    let copy = frame.to_vec();
+                    self.steering.diverted.entry(t).or_default().push(copy);
+                    self.counters.diverted += 1;
+                }
+                Steer::Stray => self.counters.strays += 1,
+            }
+            let (chunk, _, _) = self.qp.take_received()?;
+            self.log.get_mut().received.push(chunk);
+        }
         // A peer seen for the first time: announce it before its frame.
         let frame = self.qp.peek(self.fabric)?;
         if let Some((ip, mac)) = source_of(frame) {
             if self.learnt.insert((ip, mac)) {
                 self.counters.neighbours_learnt += 1;
                 if let Some(a) = announcement(&self.address, ip, mac) {
-                    let tx = self.reserve();
-                    let chunk = match tx {
-                        Some((chunk, at)) => {
-                            let size = self.qp.setup().chunk as u64;
-                            let m = self.fabric.memory_mut(self.processor).ok()?;
-                            Some((chunk, m.slice_mut(at, size).ok()?))
-                        }
-                        None => None,
-                    };
+                    let chunk = reserve_slice(self.qp, self.fabric, self.processor, &self.log);
                     return Some((
                         Rx::Owned(a),
                         Tx {
@@ -231,7 +368,7 @@ impl<'a> phy::Device for QueueDevice<'a> {
         self.counters.rx_frames += 1;
         let rx_at = self.qp.chunk_addr(rx_chunk);
         let size = self.qp.setup().chunk as u64;
-        let tx = self.reserve();
+        let tx = reserve(self.qp, &self.log);
         let m = self.fabric.memory_mut(self.processor).ok()?;
         match tx {
             Some((chunk, tx_at)) => {
@@ -258,7 +395,7 @@ impl<'a> phy::Device for QueueDevice<'a> {
     }
 
     fn transmit(&mut self, _: NetInstant) -> Option<Self::TxToken<'_>> {
-        let (chunk, at) = self.reserve()?;
+        let (chunk, at) = reserve(self.qp, &self.log)?;
         let size = self.qp.setup().chunk as u64;
         let m = self.fabric.memory_mut(self.processor).ok()?;
         Some(Tx {
@@ -380,6 +517,7 @@ impl ProcessorStack {
             address,
             learnt: BTreeSet::new(),
             counters: StackCounters::default(),
+            steering: Steering::default(),
         }
     }
 
@@ -410,6 +548,7 @@ impl ProcessorStack {
                 learnt: &mut self.learnt,
                 address: self.address,
                 counters: &mut self.counters,
+                steering: &mut self.steering,
                 mtu,
             };
             self.iface.poll(net_time(now), &mut dev, &mut self.sockets);

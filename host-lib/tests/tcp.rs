@@ -30,7 +30,7 @@ fn server(rig: &mut NetRig, p: usize, port: u16) -> SocketHandle {
         rig.control(p, ControlMessage::RegisterListener(key)),
         ControlOutcome::Accepted
     );
-    let stack = rig.hosts.stacks[p].as_mut().unwrap();
+    let stack = rig.hosts.stack_mut(p).unwrap();
     let mut s = tcp_socket();
     s.listen(port).unwrap();
     stack.sockets.add(s)
@@ -51,8 +51,9 @@ fn conversation(remote: IpAddress) {
     assert!(rig.hosts.errors.is_empty(), "{:?}", rig.hosts.errors);
     let state = |rig: &NetRig| {
         let c = rig.hosts.clients[0].sockets.get::<tcp::Socket>(cli).state();
-        let s = rig.hosts.stacks[2]
-            .as_ref()
+        let s = rig
+            .hosts
+            .stack(2)
             .unwrap()
             .sockets
             .get::<tcp::Socket>(srv)
@@ -76,14 +77,14 @@ fn conversation(remote: IpAddress) {
     rig.run_for(Duration::from_ms(5));
     let mut got = vec![0u8; 8192];
     let n = {
-        let stack = rig.hosts.stacks[2].as_mut().unwrap();
+        let stack = rig.hosts.stack_mut(2).unwrap();
         let s = stack.sockets.get_mut::<tcp::Socket>(srv);
         s.recv_slice(&mut got).unwrap()
     };
     assert_eq!(n, request.len());
     assert!(got[..n] == request[..], "the server got the request intact");
     {
-        let stack = rig.hosts.stacks[2].as_mut().unwrap();
+        let stack = rig.hosts.stack_mut(2).unwrap();
         let s = stack.sockets.get_mut::<tcp::Socket>(srv);
         assert_eq!(s.send_slice(&reply).unwrap(), reply.len());
     }
@@ -113,8 +114,8 @@ fn conversation(remote: IpAddress) {
         .close();
     rig.kick();
     rig.run_for(Duration::from_ms(2));
-    rig.hosts.stacks[2]
-        .as_mut()
+    rig.hosts
+        .stack_mut(2)
         .unwrap()
         .sockets
         .get_mut::<tcp::Socket>(srv)
@@ -134,14 +135,10 @@ fn conversation(remote: IpAddress) {
     // Only processor 2 saw the connection's segments; the master (P0) also
     // answered the client's address resolution.
     for p in [1usize, 3] {
-        assert_eq!(
-            rig.hosts.stacks[p].as_ref().unwrap().counters().rx_frames,
-            0,
-            "P{p}"
-        );
+        assert_eq!(rig.hosts.stack(p).unwrap().counters().rx_frames, 0, "P{p}");
     }
-    assert!(rig.hosts.stacks[2].as_ref().unwrap().counters().rx_frames > 10);
-    assert!(rig.hosts.stacks[0].as_ref().unwrap().counters().rx_frames >= 1);
+    assert!(rig.hosts.stack(2).unwrap().counters().rx_frames > 10);
+    assert!(rig.hosts.stack(0).unwrap().counters().rx_frames >= 1);
     assert!(rig.hosts.errors.is_empty(), "{:?}", rig.hosts.errors);
 }
 
@@ -170,7 +167,7 @@ fn four_processors_share_port_23_round_robin_and_each_accepts_two_of_eight() {
     let mut servers = Vec::new();
     for p in 0..4 {
         let first = server(&mut rig, p, 23);
-        let stack = rig.hosts.stacks[p].as_mut().unwrap();
+        let stack = rig.hosts.stack_mut(p).unwrap();
         let mut s = tcp_socket();
         s.listen(23).unwrap();
         let second = stack.sockets.add(s);
@@ -200,7 +197,7 @@ fn four_processors_share_port_23_round_robin_and_each_accepts_two_of_eight() {
     // Which client each processor took, by the client's port.
     let mut taken = Vec::new();
     for (p, pair) in servers.iter().enumerate() {
-        let stack = rig.hosts.stacks[p].as_ref().unwrap();
+        let stack = rig.hosts.stack(p).unwrap();
         let mut ports: Vec<u16> = pair
             .iter()
             .map(|&h| stack.sockets.get::<tcp::Socket>(h))
@@ -244,7 +241,7 @@ fn stream(
         }
         rig.hosts.poll_client(&mut rig.cluster, c);
         rig.run_for(Duration::from_us(100));
-        if let Some(stack) = rig.hosts.stacks[p].as_mut() {
+        if let Some(stack) = rig.hosts.stack_mut(p) {
             let s = stack.sockets.get_mut::<tcp::Socket>(srv);
             let mut buf = vec![0u8; 65536];
             while let Ok(n) = s.recv_slice(&mut buf) {
@@ -337,7 +334,7 @@ fn clients_of_a_failed_processor_are_reset_and_the_others_finish_intact() {
                 sent[c] += s.send_slice(&data[sent[c]..]).unwrap_or(0);
             }
             rig.hosts.poll_client(&mut rig.cluster, c);
-            if let Some(stack) = rig.hosts.stacks[c].as_mut() {
+            if let Some(stack) = rig.hosts.stack_mut(c) {
                 let s = stack.sockets.get_mut::<tcp::Socket>(srv);
                 let mut buf = vec![0u8; 65536];
                 while let Ok(n) = s.recv_slice(&mut buf) {

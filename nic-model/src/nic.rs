@@ -260,6 +260,8 @@ enum Purpose {
         cookie: u32,
         len: u32,
         flags: CompletionFlags,
+        /// Order among the queue's received frames.
+        seq: u64,
     },
     RxFetch {
         q: QKey,
@@ -360,6 +362,13 @@ struct Queue {
     cq_tail: u32,
     cq_phase: bool,
     cq_pending: VecDeque<Completion>,
+    /// Receive completions are written in the order the frames were taken
+    /// (ring order), whatever order their DMA writes finish in: the next
+    /// frame's sequence number, the next to complete, and those finished
+    /// early.
+    rx_seq_started: u64,
+    rx_seq_completed: u64,
+    rx_reorder: std::collections::BTreeMap<u64, Completion>,
     /// Entries of the completion write in flight (given back if the adapter
     /// fails before it lands).
     cq_inflight: Vec<Completion>,
@@ -975,6 +984,9 @@ impl Nic {
                 remote,
                 frame.len as u64,
             );
+            let Some(q) = self.queue_mut(k) else { return };
+            let seq = q.rx_seq_started;
+            q.rx_seq_started += 1;
             let purpose = Purpose::RxFrame {
                 q: k,
                 slot: frame.slot,
@@ -982,8 +994,13 @@ impl Nic {
                 cookie,
                 len: frame.len,
                 flags,
+                seq,
             };
             if !self.start(sched, fabric, req, purpose) {
+                if let Some(q) = self.queue_mut(k) {
+                    // Nothing will complete this sequence number.
+                    q.rx_seq_started -= 1;
+                }
                 self.counters.rx_dma_errors += 1;
                 self.rx_free.push(frame.slot);
                 self.fail_descriptor(
@@ -1375,6 +1392,7 @@ impl Nic {
                 cookie,
                 len,
                 flags,
+                seq,
             } => {
                 self.rx_free.push(slot);
                 let status = if ok {
@@ -1389,14 +1407,21 @@ impl Nic {
                     if ok {
                         q.counters.rx_delivered += 1;
                     }
-                    q.cq_pending.push_back(completion(
-                        CompletionKind::Rx,
-                        status,
-                        cookie,
-                        if ok { len } else { 0 },
-                        index,
-                        flags,
-                    ));
+                    q.rx_reorder.insert(
+                        seq,
+                        completion(
+                            CompletionKind::Rx,
+                            status,
+                            cookie,
+                            if ok { len } else { 0 },
+                            index,
+                            flags,
+                        ),
+                    );
+                    while let Some(c) = q.rx_reorder.remove(&q.rx_seq_completed) {
+                        q.cq_pending.push_back(c);
+                        q.rx_seq_completed += 1;
+                    }
                     self.completions_added(sched, fabric, k);
                 }
             }
@@ -1835,6 +1860,9 @@ impl Nic {
                     cq_tail: 0,
                     cq_phase: true,
                     cq_pending: VecDeque::new(),
+                    rx_seq_started: 0,
+                    rx_seq_completed: 0,
+                    rx_reorder: std::collections::BTreeMap::new(),
                     cq_inflight: Vec::new(),
                     cq_writing: false,
                     cq_stalled: false,

@@ -1,0 +1,634 @@
+//! The socket API of the emulated processors, end to end: applications on
+//! processors, client hosts on the LAN, every frame through the adapter's
+//! firmware and the fabric — on the parallel library and on the
+//! conventional stack.
+
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp;
+use smoltcp::wire::IpAddress;
+use snet_fabric::time::{Duration, Instant};
+use snet_firmware::tuple::PROTO_TCP;
+use snet_firmware::{FiveTuple, Policy, SharedPortRange};
+use snet_host_lib::app::{AppContext, Application, EchoServer};
+use snet_host_lib::net::{CLUSTER_IPV4, CLUSTER_IPV6, NetConfig, NetRig, StackMode};
+use snet_host_lib::socket::{ListenMode, SocketApi, SocketError, SocketId, Ticket};
+
+fn cluster_v4() -> IpAddr {
+    IpAddr::V4(CLUSTER_IPV4)
+}
+
+fn client_socket() -> tcp::Socket<'static> {
+    tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; 64 * 1024]),
+        tcp::SocketBuffer::new(vec![0; 64 * 1024]),
+    )
+}
+
+/// A client connection that sends `data`, reads everything back and
+/// closes once it has it all.
+struct Exchange {
+    c: usize,
+    handle: SocketHandle,
+    local_port: u16,
+    data: Vec<u8>,
+    sent: usize,
+    got: Vec<u8>,
+    closed: bool,
+}
+
+impl Exchange {
+    fn open(
+        rig: &mut NetRig,
+        c: usize,
+        remote: IpAddress,
+        port: u16,
+        local_port: u16,
+        data: Vec<u8>,
+    ) -> Self {
+        let host = &mut rig.hosts.clients[c];
+        let mut s = client_socket();
+        s.connect(host.iface.context(), (remote, port), local_port)
+            .unwrap();
+        let handle = host.sockets.add(s);
+        rig.hosts.poll_client(&mut rig.cluster, c);
+        Exchange {
+            c,
+            handle,
+            local_port,
+            data,
+            sent: 0,
+            got: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Moves data; returns true once everything came back.
+    fn step(&mut self, rig: &mut NetRig) -> bool {
+        let s = rig.hosts.clients[self.c]
+            .sockets
+            .get_mut::<tcp::Socket>(self.handle);
+        if self.sent < self.data.len() && s.can_send() {
+            self.sent += s.send_slice(&self.data[self.sent..]).unwrap_or(0);
+        }
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = s.recv_slice(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            self.got.extend_from_slice(&buf[..n]);
+        }
+        if self.got.len() >= self.data.len() && !self.closed {
+            s.close();
+            self.closed = true;
+        }
+        rig.hosts.poll_client(&mut rig.cluster, self.c);
+        self.got.len() >= self.data.len()
+    }
+
+    fn state(&self, rig: &NetRig) -> tcp::State {
+        rig.hosts.clients[self.c]
+            .sockets
+            .get::<tcp::Socket>(self.handle)
+            .state()
+    }
+}
+
+/// Runs until every exchange is done (or `limit` of virtual time passed).
+fn run(rig: &mut NetRig, xs: &mut [Exchange], limit: Duration) {
+    let end = rig.now() + limit;
+    while rig.now() < end {
+        let mut all = true;
+        for x in xs.iter_mut() {
+            all &= x.step(rig);
+        }
+        if all {
+            break;
+        }
+        rig.run_for(Duration::from_us(50));
+    }
+}
+
+fn payload(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 13) as u8)
+        .collect()
+}
+
+fn echo_on_processor_two(remote: IpAddress) {
+    let mut rig = NetRig::new(Default::default(), 1).unwrap();
+    rig.spawn(2, Box::new(EchoServer::new(7, 4, 0))).unwrap();
+    rig.run_for(Duration::from_ms(1));
+    // listen registered the port with the adapter.
+    let fw = rig.cluster.nics[0].firmware();
+    assert_eq!(fw.listeners().len(), 1, "one listener registered");
+    let data = payload(20_000, 1);
+    let mut xs = [Exchange::open(&mut rig, 0, remote, 7, 40000, data.clone())];
+    run(&mut rig, &mut xs, Duration::from_ms(100));
+    assert!(
+        xs[0].got == data,
+        "the echo is byte-exact: got {} of {}, {}",
+        xs[0].got.len(),
+        data.len(),
+        xs[0].state(&rig)
+    );
+    // Orderly close both ways; the filter goes once the server's side is
+    // closed.
+    rig.run_for(Duration::from_ms(5));
+    assert!(matches!(
+        xs[0].state(&rig),
+        tcp::State::TimeWait | tcp::State::Closed
+    ));
+    let local = match remote {
+        IpAddress::Ipv4(_) => cluster_v4(),
+        IpAddress::Ipv6(_) => IpAddr::V6(CLUSTER_IPV6),
+    };
+    let client = match remote {
+        IpAddress::Ipv4(_) => "198.18.1.1".parse().unwrap(),
+        IpAddress::Ipv6(_) => "2001:db8::1:1".parse().unwrap(),
+    };
+    let tuple = FiveTuple::tcp(client, 40000, local, 7);
+    assert_eq!(
+        rig.cluster.nics[0].firmware().connection(&tuple),
+        None,
+        "close removed the connection's filter"
+    );
+    let s = rig.hosts.sockets[2].as_ref().unwrap().counters();
+    assert_eq!((s.accepted, s.closed, s.reset), (1, 1, 0));
+    assert_eq!(s.control_refused, 0);
+    assert!(rig.hosts.errors.is_empty(), "{:?}", rig.hosts.errors);
+}
+
+#[test]
+fn an_echo_application_on_processor_two_serves_a_client_over_ipv4() {
+    echo_on_processor_two(IpAddress::Ipv4(CLUSTER_IPV4));
+}
+
+#[test]
+fn an_echo_application_on_processor_two_serves_a_client_over_ipv6() {
+    echo_on_processor_two(IpAddress::Ipv6(CLUSTER_IPV6));
+}
+
+#[test]
+fn listen_registers_on_every_adapter_and_an_exclusive_port_is_refused_elsewhere() {
+    let mut config = NetConfig::default();
+    config.rig.adapters = 2;
+    let mut rig = NetRig::build(config).unwrap();
+    rig.spawn(1, Box::new(EchoServer::new(80, 4, 0))).unwrap();
+    rig.run_for(Duration::from_ms(1));
+    for a in 0..2 {
+        assert_eq!(
+            rig.cluster.nics[a].firmware().listeners().len(),
+            1,
+            "adapter {a} holds the listener"
+        );
+    }
+    // Port 80 is not shared: processor 3 cannot listen on it too.
+    let outcome = Rc::new(RefCell::new(None));
+    rig.spawn(
+        3,
+        Box::new(Prober {
+            listener: None,
+            outcome: outcome.clone(),
+        }),
+    )
+    .unwrap();
+    rig.run_for(Duration::from_ms(1));
+    rig.kick();
+    rig.run_for(Duration::from_ms(1));
+    assert_eq!(*outcome.borrow(), Some(Err(SocketError::AddressInUse(80))));
+    let s = rig.hosts.sockets[3].as_ref().unwrap().counters();
+    assert!(
+        s.control_refused >= 1,
+        "the adapters refused the second listener"
+    );
+    assert!(rig.hosts.errors.is_empty(), "{:?}", rig.hosts.errors);
+}
+
+/// Tries to listen on port 80 and records what accept says.
+struct Prober {
+    listener: Option<SocketId>,
+    outcome: Rc<RefCell<Option<Result<SocketId, SocketError>>>>,
+}
+
+impl Application for Prober {
+    fn name(&self) -> &str {
+        "prober"
+    }
+    fn poll(&mut self, cx: &mut AppContext<'_>) -> Option<Instant> {
+        let l = *self
+            .listener
+            .get_or_insert_with(|| cx.sockets().tcp_listen(80, 1, ListenMode::Serve).unwrap());
+        match cx.sockets().accept(l) {
+            Err(SocketError::WouldBlock) => {}
+            other => *self.outcome.borrow_mut() = Some(other),
+        }
+        None
+    }
+}
+
+#[test]
+fn four_listeners_on_one_port_take_eight_clients_round_robin() {
+    let mut config = NetConfig::default();
+    config.rig.nic.firmware.shared_ports = vec![SharedPortRange {
+        protocol: PROTO_TCP,
+        first: 23,
+        last: 23,
+        policy: Policy::RoundRobin,
+    }];
+    config.clients = 8;
+    let mut rig = NetRig::build(config).unwrap();
+    // The listeners register one after the other: the adapter's round
+    // robin follows the order they joined.
+    for p in 0..4 {
+        rig.spawn(p, Box::new(EchoServer::new(23, 8, 0))).unwrap();
+        rig.run_for(Duration::from_us(200));
+    }
+    rig.run_for(Duration::from_ms(1));
+    let mut xs = Vec::new();
+    for c in 0..8 {
+        xs.push(Exchange::open(
+            &mut rig,
+            c,
+            IpAddress::Ipv4(CLUSTER_IPV4),
+            23,
+            41000 + c as u16,
+            payload(3000, c as u32),
+        ));
+        rig.run_for(Duration::from_us(40));
+    }
+    // Connected, nothing sent yet: the firmware handed out connections
+    // 1st, 2nd, 3rd, 4th, 1st, … — client c went to processor c % 4.
+    rig.run_for(Duration::from_ms(2));
+    let fw = rig.cluster.nics[0].firmware();
+    let owners: Vec<usize> = xs
+        .iter()
+        .map(|x| {
+            let t = FiveTuple::tcp(
+                format!("198.18.1.{}", x.c + 1).parse().unwrap(),
+                x.local_port,
+                cluster_v4(),
+                23,
+            );
+            usize::from(fw.connection(&t).expect("established").owner.0)
+        })
+        .collect();
+    assert_eq!(owners, vec![0, 1, 2, 3, 0, 1, 2, 3]);
+    run(&mut rig, &mut xs, Duration::from_ms(100));
+    for x in &xs {
+        assert!(
+            x.got == x.data,
+            "client {}: got {} of {} bytes",
+            x.c,
+            x.got.len(),
+            x.data.len()
+        );
+    }
+    for p in 0..4 {
+        let s = rig.hosts.sockets[p].as_ref().unwrap().counters();
+        assert_eq!(s.accepted, 2, "P{p} accepted two");
+    }
+    assert!(rig.hosts.errors.is_empty(), "{:?}", rig.hosts.errors);
+}
+
+/// A UDP echo on processor 3.
+#[derive(Default)]
+struct UdpEcho {
+    socket: Option<SocketId>,
+    echoed: usize,
+}
+
+impl Application for UdpEcho {
+    fn name(&self) -> &str {
+        "udp-echo"
+    }
+    fn poll(&mut self, cx: &mut AppContext<'_>) -> Option<Instant> {
+        let s = *self
+            .socket
+            .get_or_insert_with(|| cx.sockets().udp_bind(5353).unwrap());
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = cx.sockets().recv_from(s, &mut buf) {
+            cx.sockets().send_to(s, &buf[..n], from).unwrap();
+            self.echoed += 1;
+        }
+        None
+    }
+}
+
+#[test]
+fn udp_datagrams_reach_the_bound_processor_and_come_back() {
+    use smoltcp::socket::udp;
+    let mut rig = NetRig::new(Default::default(), 1).unwrap();
+    rig.spawn(3, Box::new(UdpEcho::default())).unwrap();
+    rig.run_for(Duration::from_ms(1));
+    let h = {
+        let host = &mut rig.hosts.clients[0];
+        let mut s = udp::Socket::new(
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
+        );
+        s.bind(6000).unwrap();
+        host.sockets.add(s)
+    };
+    let mut got = Vec::new();
+    for i in 0..5u8 {
+        rig.hosts.clients[0]
+            .sockets
+            .get_mut::<udp::Socket>(h)
+            .send_slice(&[i; 100], (IpAddress::Ipv4(CLUSTER_IPV4), 5353))
+            .unwrap();
+        rig.hosts.poll_client(&mut rig.cluster, 0);
+        rig.run_for(Duration::from_ms(2));
+        let s = rig.hosts.clients[0].sockets.get_mut::<udp::Socket>(h);
+        while let Ok((d, _)) = s.recv() {
+            got.push(d.to_vec());
+        }
+    }
+    assert_eq!(got, (0..5u8).map(|i| vec![i; 100]).collect::<Vec<_>>());
+    assert!(rig.hosts.stack(3).unwrap().counters().rx_frames >= 5);
+    assert!(rig.hosts.errors.is_empty(), "{:?}", rig.hosts.errors);
+}
+
+/// The listener of the hand-off test: takes each connection with
+/// accept_nw1 and passes the ticket to the worker service on `worker`.
+struct HandOffListener {
+    port: u16,
+    worker: usize,
+    listener: Option<SocketId>,
+    handed: Vec<Ticket>,
+}
+
+const WORKER_SERVICE: u32 = 21;
+
+impl Application for HandOffListener {
+    fn name(&self) -> &str {
+        "listener"
+    }
+    fn poll(&mut self, cx: &mut AppContext<'_>) -> Option<Instant> {
+        let port = self.port;
+        let l = *self.listener.get_or_insert_with(|| {
+            cx.sockets()
+                .tcp_listen(port, 8, ListenMode::HandOff)
+                .unwrap()
+        });
+        while let Ok(ticket) = cx.sockets().accept_nw1(l) {
+            cx.send(self.worker, WORKER_SERVICE, &ticket.to_bytes())
+                .unwrap();
+            self.handed.push(ticket);
+        }
+        while cx.take_reply().is_some() {}
+        None
+    }
+}
+
+/// The worker: adopts connections with accept_nw2 and echoes on them.
+#[derive(Default)]
+struct Worker {
+    conns: Vec<(SocketId, Vec<u8>, bool)>,
+    adopted: usize,
+}
+
+impl Application for Worker {
+    fn name(&self) -> &str {
+        "worker"
+    }
+    fn service(&self) -> Option<u32> {
+        Some(WORKER_SERVICE)
+    }
+    fn poll(&mut self, cx: &mut AppContext<'_>) -> Option<Instant> {
+        while let Some(m) = cx.take_request() {
+            let ticket = Ticket::from_bytes(&m.payload).unwrap();
+            let s = cx.sockets().accept_nw2(&ticket).unwrap();
+            self.adopted += 1;
+            self.conns.push((s, Vec::new(), false));
+            cx.reply(m.request().unwrap(), &[]).unwrap();
+        }
+        let mut buf = [0u8; 8192];
+        for (s, pending, closed) in self.conns.iter_mut() {
+            if *closed {
+                continue;
+            }
+            loop {
+                match cx.sockets().recv(*s, &mut buf) {
+                    Ok(0) => {
+                        if pending.is_empty() {
+                            cx.sockets().close(*s).unwrap();
+                            *closed = true;
+                        }
+                        break;
+                    }
+                    Ok(n) => pending.extend_from_slice(&buf[..n]),
+                    Err(_) => break,
+                }
+            }
+            while !pending.is_empty() {
+                match cx.sockets().send(*s, pending) {
+                    Ok(n) => {
+                        pending.drain(..n);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        None
+    }
+}
+
+#[test]
+fn a_listener_on_processor_zero_hands_a_connection_to_a_worker_on_processor_two() {
+    let mut rig = NetRig::new(Default::default(), 1).unwrap();
+    rig.spawn(
+        0,
+        Box::new(HandOffListener {
+            port: 21,
+            worker: 2,
+            listener: None,
+            handed: Vec::new(),
+        }),
+    )
+    .unwrap();
+    rig.spawn(2, Box::new(Worker::default())).unwrap();
+    rig.run_for(Duration::from_ms(1));
+    let data = payload(50_000, 9);
+    let mut xs = [Exchange::open(
+        &mut rig,
+        0,
+        IpAddress::Ipv4(CLUSTER_IPV4),
+        21,
+        43000,
+        data.clone(),
+    )];
+    // The handshake completes through processor 2.
+    let until = rig.now() + Duration::from_ms(20);
+    while xs[0].state(&rig) != tcp::State::Established && rig.now() < until {
+        rig.run_for(Duration::from_us(20));
+    }
+    assert_eq!(xs[0].state(&rig), tcp::State::Established);
+    let tuple = FiveTuple::tcp("198.18.1.1".parse().unwrap(), 43000, cluster_v4(), 21);
+    assert_eq!(
+        rig.cluster.nics[0]
+            .firmware()
+            .connection(&tuple)
+            .map(|e| e.owner.0),
+        Some(2),
+        "the adapter's filter moved to processor 2"
+    );
+    let p0 = rig.processors[0];
+    let delivered_to_p0 = |rig: &NetRig| {
+        rig.cluster.nics[0]
+            .queue_counters(p0, 0)
+            .unwrap()
+            .rx_delivered
+    };
+    let before = delivered_to_p0(&rig);
+    run(&mut rig, &mut xs, Duration::from_ms(200));
+    assert!(
+        xs[0].got == data,
+        "one uninterrupted connection, byte-exact"
+    );
+    rig.run_for(Duration::from_ms(5));
+    // After the hand-off processor 0 got no segment of it.
+    assert_eq!(delivered_to_p0(&rig), before, "nothing more reached P0");
+    let p0s = rig.hosts.stack(0).unwrap().counters();
+    assert_eq!(p0s.strays, 0);
+    assert!(p0s.diverted >= 1, "P0 held the SYN");
+    let p2 = rig.hosts.sockets[2].as_ref().unwrap().counters();
+    assert_eq!(p2.adopted, 1);
+    assert!(rig.hosts.stack(2).unwrap().counters().rx_frames > 10);
+    assert_eq!(
+        rig.hosts.sockets[0].as_ref().unwrap().counters().handed_off,
+        1
+    );
+    assert!(rig.hosts.errors.is_empty(), "{:?}", rig.hosts.errors);
+}
+
+/// Runs the echo exchange of `clients` clients against echo servers on
+/// every processor, on `stack`; returns what each client got back and the
+/// messages (hops) the processors sent.
+fn echo_on(stack: StackMode, clients: usize) -> (Vec<Vec<u8>>, u64, u64) {
+    let mut config = NetConfig {
+        stack,
+        clients,
+        ..Default::default()
+    };
+    config.rig.nic.firmware.shared_ports = vec![SharedPortRange {
+        protocol: PROTO_TCP,
+        first: 7,
+        last: 7,
+        policy: Policy::RoundRobin,
+    }];
+    let mut rig = NetRig::build(config).unwrap();
+    let servers = match stack {
+        StackMode::Parallel => vec![0, 1, 2, 3],
+        // One listener per port on the one stack: the server runs on
+        // processor 2, its TCP/IP on processor 0.
+        StackMode::Conventional { .. } => vec![2],
+    };
+    for p in servers {
+        rig.spawn(p, Box::new(EchoServer::new(7, 8, 0))).unwrap();
+    }
+    rig.run_for(Duration::from_ms(1));
+    let mut xs = Vec::new();
+    for c in 0..clients {
+        xs.push(Exchange::open(
+            &mut rig,
+            c,
+            IpAddress::Ipv4(CLUSTER_IPV4),
+            7,
+            44000 + c as u16,
+            payload(10_000, 100 + c as u32),
+        ));
+    }
+    run(&mut rig, &mut xs, Duration::from_ms(300));
+    rig.run_for(Duration::from_ms(5));
+    assert!(rig.hosts.errors.is_empty(), "{:?}", rig.hosts.errors);
+    let hops: u64 = (0..4).map(|p| rig.hosts.hops(p)).sum();
+    let calls: u64 = (0..4)
+        .map(|p| rig.hosts.cpus[p].counters().socket_calls)
+        .sum();
+    (xs.into_iter().map(|x| x.got).collect(), hops, calls)
+}
+
+#[test]
+fn the_same_echo_application_gives_the_same_bytes_on_both_stacks() {
+    let (parallel, hops_p, _) = echo_on(StackMode::Parallel, 4);
+    let (conventional, hops_c, calls_c) = echo_on(StackMode::Conventional { at: 0 }, 4);
+    for (c, got) in parallel.iter().enumerate() {
+        assert!(
+            got == &payload(10_000, 100 + c as u32),
+            "parallel, client {c}: {} bytes",
+            got.len()
+        );
+    }
+    assert!(parallel == conventional, "the same bytes on both stacks");
+    // No hop at all on the parallel library; on the conventional stack the
+    // application's calls became messages to processor 0.
+    assert_eq!(hops_p, 0);
+    assert!(calls_c > 0);
+    // At least a hop for the new connection, one for the request and one
+    // for the echo, per client.
+    assert!(hops_c >= 3 * 4, "{hops_c} hops");
+}
+
+#[test]
+fn a_socket_call_on_an_unknown_socket_or_the_wrong_kind_is_a_typed_error() {
+    struct Misuse {
+        seen: Rc<RefCell<Vec<SocketError>>>,
+    }
+    impl Application for Misuse {
+        fn name(&self) -> &str {
+            "misuse"
+        }
+        fn poll(&mut self, cx: &mut AppContext<'_>) -> Option<Instant> {
+            let mut seen = self.seen.borrow_mut();
+            if !seen.is_empty() {
+                return None;
+            }
+            let mut api = cx.sockets();
+            let bogus = SocketId(999);
+            seen.push(api.send(bogus, b"x").unwrap_err());
+            let s = api.tcp_socket().unwrap();
+            seen.push(api.listen(s, 1, ListenMode::Serve).unwrap_err());
+            api.bind(s, 9000).unwrap();
+            let t = api.tcp_socket().unwrap();
+            seen.push(api.bind(t, 9000).unwrap_err());
+            let u = api.udp_bind(9001).unwrap();
+            seen.push(api.accept(u).unwrap_err());
+            let mut buf = [0u8; 4];
+            seen.push(api.recv(s, &mut buf).unwrap_err());
+            let addr = SocketAddr::new("198.18.1.1".parse().unwrap(), 0);
+            let c = api.tcp_socket().unwrap();
+            seen.push(api.connect(c, addr).unwrap_err());
+            None
+        }
+    }
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let mut rig = NetRig::new(Default::default(), 1).unwrap();
+    rig.spawn(1, Box::new(Misuse { seen: seen.clone() }))
+        .unwrap();
+    rig.run_for(Duration::from_ms(1));
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), 6);
+    assert_eq!(seen[0], SocketError::InvalidSocket(SocketId(999)));
+    assert!(
+        matches!(seen[1], SocketError::InvalidState { .. }),
+        "{}",
+        seen[1]
+    );
+    assert_eq!(seen[2], SocketError::AddressInUse(9000));
+    assert!(
+        matches!(seen[3], SocketError::InvalidState { .. }),
+        "{}",
+        seen[3]
+    );
+    assert!(matches!(seen[4], SocketError::WouldBlock), "{}", seen[4]);
+    assert!(
+        matches!(seen[5], SocketError::Unaddressable(_)),
+        "{}",
+        seen[5]
+    );
+    assert!(rig.hosts.errors.is_empty(), "{:?}", rig.hosts.errors);
+}
