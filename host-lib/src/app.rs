@@ -168,19 +168,16 @@ impl std::fmt::Debug for Metered<'_> {
 }
 
 impl Metered<'_> {
-    fn call(&mut self) {
-        let now = self.api.now();
-        self.cpu.socket_calls(now, 1);
-    }
-
-    fn moved<T>(
-        &mut self,
-        r: Result<T, SocketError>,
-        n: impl Fn(&T) -> usize,
-    ) -> Result<T, SocketError> {
-        if let Ok(v) = &r {
+    /// Charges a call that did something (one that would block costs
+    /// nothing: the application would have waited in its poll loop), and
+    /// the bytes it moved.
+    fn charge<T>(&mut self, r: Result<T, SocketError>, bytes: impl Fn(&T) -> usize) -> Result<T, SocketError> {
+        if !matches!(r, Err(SocketError::WouldBlock)) {
             let now = self.api.now();
-            self.cpu.bytes(now, n(v) as u64);
+            self.cpu.socket_calls(now, 1);
+            if let Ok(v) = &r {
+                self.cpu.bytes(now, bytes(v) as u64);
+            }
         }
         r
     }
@@ -194,68 +191,60 @@ impl SocketApi for Metered<'_> {
         self.api.now()
     }
     fn tcp_socket(&mut self) -> Result<SocketId, SocketError> {
-        self.call();
-        self.api.tcp_socket()
+        let r = self.api.tcp_socket();
+        self.charge(r, |_| 0)
     }
     fn bind(&mut self, s: SocketId, port: u16) -> Result<(), SocketError> {
-        self.call();
-        self.api.bind(s, port)
+        let r = self.api.bind(s, port);
+        self.charge(r, |_| 0)
     }
     fn listen(&mut self, s: SocketId, backlog: usize, mode: ListenMode) -> Result<(), SocketError> {
-        self.call();
-        self.api.listen(s, backlog, mode)
+        let r = self.api.listen(s, backlog, mode);
+        self.charge(r, |_| 0)
     }
     fn accept(&mut self, listener: SocketId) -> Result<SocketId, SocketError> {
-        self.call();
-        self.api.accept(listener)
+        let r = self.api.accept(listener);
+        self.charge(r, |_| 0)
     }
     fn accept_nw1(&mut self, listener: SocketId) -> Result<Ticket, SocketError> {
-        self.call();
-        self.api.accept_nw1(listener)
+        let r = self.api.accept_nw1(listener);
+        self.charge(r, |_| 0)
     }
     fn accept_nw2(&mut self, ticket: &Ticket) -> Result<SocketId, SocketError> {
-        self.call();
-        self.api.accept_nw2(ticket)
+        let r = self.api.accept_nw2(ticket);
+        self.charge(r, |_| 0)
     }
     fn connect(&mut self, s: SocketId, remote: SocketAddr) -> Result<(), SocketError> {
-        self.call();
-        self.api.connect(s, remote)
+        let r = self.api.connect(s, remote);
+        self.charge(r, |_| 0)
     }
     fn send(&mut self, s: SocketId, data: &[u8]) -> Result<usize, SocketError> {
-        self.call();
         let r = self.api.send(s, data);
-        self.moved(r, |n| *n)
+        self.charge(r, |n| *n)
     }
     fn recv(&mut self, s: SocketId, buf: &mut [u8]) -> Result<usize, SocketError> {
-        self.call();
         let r = self.api.recv(s, buf);
-        self.moved(r, |n| *n)
+        self.charge(r, |n| *n)
     }
     fn shutdown(&mut self, s: SocketId) -> Result<(), SocketError> {
-        self.call();
-        self.api.shutdown(s)
+        let r = self.api.shutdown(s);
+        self.charge(r, |_| 0)
     }
     fn close(&mut self, s: SocketId) -> Result<(), SocketError> {
-        self.call();
-        self.api.close(s)
+        let r = self.api.close(s);
+        self.charge(r, |_| 0)
     }
     fn udp_bind(&mut self, port: u16) -> Result<SocketId, SocketError> {
-        self.call();
-        self.api.udp_bind(port)
+        let r = self.api.udp_bind(port);
+        self.charge(r, |_| 0)
     }
     fn send_to(&mut self, s: SocketId, data: &[u8], to: SocketAddr) -> Result<usize, SocketError> {
-        self.call();
         let r = self.api.send_to(s, data, to);
-        self.moved(r, |n| *n)
+        self.charge(r, |n| *n)
     }
-    fn recv_from(
-        &mut self,
-        s: SocketId,
-        buf: &mut [u8],
-    ) -> Result<(usize, SocketAddr), SocketError> {
-        self.call();
+    fn recv_from(&mut self, s: SocketId, buf: &mut [u8]) -> Result<(usize, SocketAddr), SocketError> {
         let r = self.api.recv_from(s, buf);
-        self.moved(r, |(n, _)| *n)
+        self.charge(r, |(n, _)| *n)
     }
     fn state(&self, s: SocketId) -> Result<SocketState, SocketError> {
         self.api.state(s)
@@ -379,6 +368,133 @@ impl Application for EchoServer {
         for i in done.into_iter().rev() {
             let (s, _) = self.conns.swap_remove(i);
             let _ = cx.sockets().close(s);
+        }
+        None
+    }
+}
+
+/// A request/response server: reads a request of `request` bytes on each
+/// connection, spends `work` units of CPU on it, answers with `response`
+/// bytes, and so on until the peer closes; then it closes. With
+/// `response == 0` it is a sink that reads and discards everything.
+#[derive(Debug)]
+pub struct RequestReply {
+    port: u16,
+    backlog: usize,
+    request: usize,
+    response: usize,
+    work: u64,
+    listener: Option<SocketId>,
+    conns: Vec<Conn>,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Requests answered.
+    pub answered: u64,
+    /// Bytes read.
+    pub bytes_in: u64,
+}
+
+#[derive(Debug)]
+struct Conn {
+    socket: SocketId,
+    /// Request bytes read towards the current request.
+    got: usize,
+    /// Response bytes still to send.
+    owed: usize,
+    eof: bool,
+}
+
+impl RequestReply {
+    /// A server on `port` answering `request`-byte requests with
+    /// `response` bytes.
+    pub fn new(port: u16, backlog: usize, request: usize, response: usize, work: u64) -> Self {
+        RequestReply {
+            port,
+            backlog,
+            request: request.max(1),
+            response,
+            work,
+            listener: None,
+            conns: Vec::new(),
+            accepted: 0,
+            answered: 0,
+            bytes_in: 0,
+        }
+    }
+}
+
+/// Bytes of a response (a fixed pattern).
+const FILL: [u8; 4096] = [0x5a; 4096];
+
+impl Application for RequestReply {
+    fn name(&self) -> &str {
+        if self.response == 0 { "sink" } else { "request-reply" }
+    }
+
+    fn poll(&mut self, cx: &mut AppContext<'_>) -> Option<Instant> {
+        let listener = match self.listener {
+            Some(l) => l,
+            None => {
+                let l = cx
+                    .sockets()
+                    .tcp_listen(self.port, self.backlog, ListenMode::Serve)
+                    .ok()?;
+                self.listener = Some(l);
+                l
+            }
+        };
+        while let Ok(s) = cx.sockets().accept(listener) {
+            self.accepted += 1;
+            self.conns.push(Conn {
+                socket: s,
+                got: 0,
+                owed: 0,
+                eof: false,
+            });
+        }
+        let mut buf = [0u8; 16384];
+        let mut i = 0;
+        while i < self.conns.len() {
+            let c = &mut self.conns[i];
+            let mut gone = false;
+            loop {
+                while c.owed > 0 {
+                    let n = c.owed.min(FILL.len());
+                    match cx.sockets().send(c.socket, &FILL[..n]) {
+                        Ok(k) => c.owed -= k,
+                        Err(SocketError::WouldBlock) => break,
+                        Err(_) => {
+                            gone = true;
+                            break;
+                        }
+                    }
+                }
+                if c.owed > 0 || gone || c.eof {
+                    break;
+                }
+                match cx.sockets().recv(c.socket, &mut buf) {
+                    Ok(0) => c.eof = true,
+                    Ok(n) => {
+                        self.bytes_in += n as u64;
+                        c.got += n;
+                        while c.got >= self.request {
+                            c.got -= self.request;
+                            cx.work(self.work);
+                            self.answered += 1;
+                            c.owed += self.response;
+                        }
+                    }
+                    Err(SocketError::WouldBlock) => break,
+                    Err(_) => gone = true,
+                }
+            }
+            if gone || (c.eof && c.owed == 0) {
+                let s = c.socket;
+                self.conns.swap_remove(i);
+                let _ = cx.sockets().close(s);
+            } else {
+                i += 1;
+            }
         }
         None
     }

@@ -13,7 +13,9 @@
 //! - every byte moved between an application and a socket or a message
 //!   (`per_byte`);
 //! - every inter-processor message sent or received (`per_message`);
-//! - every socket call (`per_socket_call`);
+//! - every socket call that does something (`per_socket_call`; a call
+//!   that would block costs nothing — the application would have waited
+//!   for readiness instead);
 //! - application work, in units the application declares
 //!   (`per_work_unit`).
 //!

@@ -14,6 +14,7 @@ use snet_fabric::time::{Duration, Instant};
 use snet_firmware::tuple::PROTO_TCP;
 use snet_firmware::{FiveTuple, Policy, SharedPortRange};
 use snet_host_lib::app::{AppContext, Application, EchoServer};
+use snet_host_lib::cpu::CpuCosts;
 use snet_host_lib::net::{CLUSTER_IPV4, CLUSTER_IPV6, NetConfig, NetRig, StackMode};
 use snet_host_lib::socket::{ListenMode, SocketApi, SocketError, SocketId, Ticket};
 
@@ -508,10 +509,11 @@ fn a_listener_on_processor_zero_hands_a_connection_to_a_worker_on_processor_two(
 /// Runs the echo exchange of `clients` clients against echo servers on
 /// every processor, on `stack`; returns what each client got back and the
 /// messages (hops) the processors sent.
-fn echo_on(stack: StackMode, clients: usize) -> (Vec<Vec<u8>>, u64, u64) {
+fn echo_on(stack: StackMode, clients: usize, cpu: CpuCosts) -> (Vec<Vec<u8>>, u64, u64, u64) {
     let mut config = NetConfig {
         stack,
         clients,
+        cpu,
         ..Default::default()
     };
     config.rig.nic.firmware.shared_ports = vec![SharedPortRange {
@@ -549,13 +551,15 @@ fn echo_on(stack: StackMode, clients: usize) -> (Vec<Vec<u8>>, u64, u64) {
     let calls: u64 = (0..4)
         .map(|p| rig.hosts.cpus[p].counters().socket_calls)
         .sum();
-    (xs.into_iter().map(|x| x.got).collect(), hops, calls)
+    let busy: u64 = (0..4).map(|p| rig.hosts.cpus[p].busy().as_ps()).sum();
+    (xs.into_iter().map(|x| x.got).collect(), hops, calls, busy)
 }
 
 #[test]
 fn the_same_echo_application_gives_the_same_bytes_on_both_stacks() {
-    let (parallel, hops_p, _) = echo_on(StackMode::Parallel, 4);
-    let (conventional, hops_c, calls_c) = echo_on(StackMode::Conventional { at: 0 }, 4);
+    let (parallel, hops_p, _, _) = echo_on(StackMode::Parallel, 4, CpuCosts::free());
+    let (conventional, hops_c, calls_c, _) =
+        echo_on(StackMode::Conventional { at: 0 }, 4, CpuCosts::free());
     for (c, got) in parallel.iter().enumerate() {
         assert!(
             got == &payload(10_000, 100 + c as u32),
@@ -631,4 +635,20 @@ fn a_socket_call_on_an_unknown_socket_or_the_wrong_kind_is_a_typed_error() {
         seen[5]
     );
     assert!(rig.hosts.errors.is_empty(), "{:?}", rig.hosts.errors);
+}
+
+#[test]
+fn cpu_time_and_hops_per_transaction_are_higher_on_the_conventional_stack() {
+    let costs = CpuCosts::default();
+    let (p_got, p_hops, _, p_busy) = echo_on(StackMode::Parallel, 4, costs);
+    let (c_got, c_hops, _, c_busy) = echo_on(StackMode::Conventional { at: 0 }, 4, costs);
+    assert!(p_got == c_got, "the same bytes with CPU costs on");
+    for (c, got) in p_got.iter().enumerate() {
+        assert_eq!(got.len(), 10_000, "client {c} finished despite the costs");
+    }
+    // Each hop costs a message on both ends, on top of the same TCP/IP work.
+    assert_eq!(p_hops, 0);
+    assert!(c_busy > p_busy, "conventional {c_busy} ps vs parallel {p_busy} ps");
+    let floor = c_hops * 2 * costs.per_message.as_ps();
+    assert!(c_busy >= floor, "{c_busy} ps covers {c_hops} hops");
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 mod fabric;
 mod firmware;
 mod nic;
+mod tcp;
 
 /// One measured figure.
 #[derive(Debug, Clone, Serialize)]
@@ -132,6 +133,7 @@ fn sections() -> Vec<(&'static str, Section)> {
         ("engine+fabric", fabric::figures),
         ("firmware", firmware::figures),
         ("nic", nic::figures),
+        ("tcp", tcp::figures),
     ]
 }
 
