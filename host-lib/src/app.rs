@@ -171,7 +171,11 @@ impl Metered<'_> {
     /// Charges a call that did something (one that would block costs
     /// nothing: the application would have waited in its poll loop), and
     /// the bytes it moved.
-    fn charge<T>(&mut self, r: Result<T, SocketError>, bytes: impl Fn(&T) -> usize) -> Result<T, SocketError> {
+    fn charge<T>(
+        &mut self,
+        r: Result<T, SocketError>,
+        bytes: impl Fn(&T) -> usize,
+    ) -> Result<T, SocketError> {
         if !matches!(r, Err(SocketError::WouldBlock)) {
             let now = self.api.now();
             self.cpu.socket_calls(now, 1);
@@ -242,7 +246,11 @@ impl SocketApi for Metered<'_> {
         let r = self.api.send_to(s, data, to);
         self.charge(r, |n| *n)
     }
-    fn recv_from(&mut self, s: SocketId, buf: &mut [u8]) -> Result<(usize, SocketAddr), SocketError> {
+    fn recv_from(
+        &mut self,
+        s: SocketId,
+        buf: &mut [u8],
+    ) -> Result<(usize, SocketAddr), SocketError> {
         let r = self.api.recv_from(s, buf);
         self.charge(r, |(n, _)| *n)
     }
@@ -428,7 +436,11 @@ const FILL: [u8; 4096] = [0x5a; 4096];
 
 impl Application for RequestReply {
     fn name(&self) -> &str {
-        if self.response == 0 { "sink" } else { "request-reply" }
+        if self.response == 0 {
+            "sink"
+        } else {
+            "request-reply"
+        }
     }
 
     fn poll(&mut self, cx: &mut AppContext<'_>) -> Option<Instant> {

@@ -648,7 +648,10 @@ fn cpu_time_and_hops_per_transaction_are_higher_on_the_conventional_stack() {
     }
     // Each hop costs a message on both ends, on top of the same TCP/IP work.
     assert_eq!(p_hops, 0);
-    assert!(c_busy > p_busy, "conventional {c_busy} ps vs parallel {p_busy} ps");
+    assert!(
+        c_busy > p_busy,
+        "conventional {c_busy} ps vs parallel {p_busy} ps"
+    );
     let floor = c_hops * 2 * costs.per_message.as_ps();
     assert!(c_busy >= floor, "{c_busy} ps covers {c_hops} hops");
 }

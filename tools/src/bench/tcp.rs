@@ -156,13 +156,12 @@ fn setups(wall_budget: f64) -> Setup {
                     let mut s = client_socket(4096);
                     let port = next_port[c];
                     next_port[c] = if port == 60000 { 20000 } else { port + 1 };
-                    if s
-                        .connect(
-                            host.iface.context(),
-                            (IpAddress::Ipv4(CLUSTER_IPV4), PORT),
-                            port,
-                        )
-                        .is_ok()
+                    if s.connect(
+                        host.iface.context(),
+                        (IpAddress::Ipv4(CLUSTER_IPV4), PORT),
+                        port,
+                    )
+                    .is_ok()
                     {
                         *handle = Some(host.sockets.add(s));
                         *phase = Phase::Open;
