@@ -114,9 +114,17 @@ impl Writer {
 }
 
 /// A reader over untrusted bytes: every read is checked.
-struct Reader<'a>(&'a [u8]);
+pub(crate) struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
+    pub(crate) fn new(b: &'a [u8]) -> Self {
+        Reader(b)
+    }
+    /// The next length-prefixed message of a batch.
+    pub(crate) fn frame(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let (h, t) = self.0.split_at_checked(n)?;
         self.0 = t;
@@ -293,10 +301,12 @@ impl Proxy {
             STATUS => {
                 let Some(code) = r.u8() else { return };
                 if code == 0 {
-                    s.state = match s.kind {
-                        ProxyKind::Listener | ProxyKind::Udp => SocketState::Listening,
-                        ProxyKind::Tcp => SocketState::Connecting,
-                    };
+                    if s.state == SocketState::Registering {
+                        s.state = match s.kind {
+                            ProxyKind::Listener | ProxyKind::Udp => SocketState::Listening,
+                            ProxyKind::Tcp => SocketState::Connecting,
+                        };
+                    }
                 } else {
                     s.state = SocketState::Failed;
                     s.error = Some(code_error(code, s.port.unwrap_or(0)));
@@ -855,6 +865,7 @@ impl StackServer {
             let to = s.proxy;
             let closed_by_proxy = to.1 == u32::MAX;
             match s.kind {
+                ProxyKind::Listener | ProxyKind::Udp if closed_by_proxy => finished.push(sid),
                 ProxyKind::Listener | ProxyKind::Udp => {
                     if !s.status_sent {
                         match api.state(sid) {
@@ -923,7 +934,9 @@ impl StackServer {
                                 s.pending.drain(..n);
                                 s.taken += n;
                             }
-                            _ => break,
+                            Ok(_) | Err(SocketError::WouldBlock) => break,
+                            // Reset or closed: what is queued cannot go.
+                            Err(_) => s.pending.clear(),
                         }
                     }
                     if s.taken > 0 && !closed_by_proxy {

@@ -134,6 +134,9 @@ pub struct NetHosts {
     /// Answers to control messages sent outside the socket library
     /// (processor, adapter, sequence, outcome).
     other_outcomes: Vec<(usize, usize, u32, crate::ControlOutcome)>,
+    /// Conventional stack: (from, to) pairs with a batch of stack messages
+    /// awaiting its reply.
+    stack_inflight: std::collections::BTreeSet<(usize, usize)>,
 }
 
 impl std::fmt::Debug for NetHosts {
@@ -312,6 +315,7 @@ impl NetHosts {
                     .send_request(cluster, i, out.to, SYSTEM_TAG, &payload)
                 {
                     Ok(_) => self.cpus[i].messages(cluster.now(), 1),
+                    Err(crate::ipc::IpcError::WouldBlock { .. }) => sockets.requeue_system(out),
                     Err(e) => self.errors.push(format!("P{i} → P{}: {e}", out.to)),
                 }
             }
@@ -324,25 +328,61 @@ impl NetHosts {
         if let Some(s) = self.server.as_mut().filter(|s| s.processor() == i) {
             outgoing.extend(s.take_outgoing().into_iter().map(|(to, b)| (to, b, false)));
         }
+        // Messages to one peer travel in order: they are packed, length
+        // first, into one request, and the next request to that peer waits
+        // for the previous one's reply (the message system delivers
+        // different slots in any order).
+        let max = self.ipc.config().max_payload();
         let mut local = Vec::new();
+        let mut batches: std::collections::BTreeMap<usize, (Vec<u8>, bool)> =
+            std::collections::BTreeMap::new();
+        let mut held = Vec::new();
         for (to, bytes, from_proxy) in outgoing {
-            self.cpus[i].messages(cluster.now(), 1);
             if to == i {
                 local.push((bytes, from_proxy));
                 continue;
             }
-            match self.ipc.send_request(cluster, i, to, STACK_TAG, &bytes) {
-                Ok(_) => {}
+            let full = batches
+                .get(&to)
+                .is_some_and(|(b, _)| b.len() + 4 + bytes.len() > max);
+            if self.stack_inflight.contains(&(i, to))
+                || full
+                || held.iter().any(|h: &(usize, Vec<u8>, bool)| h.0 == to)
+            {
+                held.push((to, bytes, from_proxy));
+                continue;
+            }
+            let entry = batches
+                .entry(to)
+                .or_insert_with(|| (Vec::new(), from_proxy));
+            entry
+                .0
+                .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            entry.0.extend_from_slice(&bytes);
+        }
+        for (to, (batch, from_proxy)) in batches {
+            match self.ipc.send_request(cluster, i, to, STACK_TAG, &batch) {
+                Ok(_) => {
+                    self.cpus[i].messages(cluster.now(), 1);
+                    self.stack_inflight.insert((i, to));
+                }
                 Err(crate::ipc::IpcError::WouldBlock { .. }) => {
-                    // Every slot to the peer is busy: try again on the
-                    // next poll.
-                    if from_proxy {
-                        self.proxies[i].requeue(to, bytes);
-                    } else if let Some(s) = self.server.as_mut() {
-                        s.requeue(to, bytes);
+                    // Put the batch back, in order, ahead of what waited.
+                    let mut r = crate::conventional::Reader::new(&batch);
+                    let mut again = Vec::new();
+                    while let Some(m) = r.frame() {
+                        again.push((to, m.to_vec(), from_proxy));
                     }
+                    held.splice(0..0, again);
                 }
                 Err(e) => self.errors.push(format!("P{i} → P{to}: {e}")),
+            }
+        }
+        for (to, bytes, from_proxy) in held {
+            if from_proxy {
+                self.proxies[i].requeue(to, bytes);
+            } else if let Some(s) = self.server.as_mut() {
+                s.requeue(to, bytes);
             }
         }
         // A message between a proxy and the server in the same processor
@@ -382,11 +422,18 @@ impl NetHosts {
                         }
                         self.ack(cluster, i, &r);
                     } else if m.tag == STACK_TAG {
-                        match (self.server.as_mut(), self.sockets[i].as_mut()) {
-                            (Some(server), Some(sockets)) if server.processor() == i => {
-                                server.request(sockets, m.from, &m.payload, cluster.now());
+                        let mut frames = crate::conventional::Reader::new(&m.payload);
+                        while let Some(one) = frames.frame() {
+                            match (self.server.as_mut(), self.sockets[i].as_mut()) {
+                                (Some(server), Some(sockets)) if server.processor() == i => {
+                                    server.request(sockets, m.from, one, cluster.now());
+                                }
+                                // Only the stack processor sends a proxy events.
+                                _ if matches!(self.mode, StackMode::Conventional { at } if at == m.from) => {
+                                    self.proxies[i].event(one)
+                                }
+                                _ => {}
                             }
-                            _ => self.proxies[i].event(&m.payload),
                         }
                         self.ack(cluster, i, &r);
                     } else {
@@ -405,6 +452,10 @@ impl NetHosts {
                 }
                 MessageKind::Reply { request, result } => {
                     let (request, result) = (*request, result.clone());
+                    if m.tag == STACK_TAG {
+                        self.stack_inflight.remove(&(i, m.from));
+                        continue;
+                    }
                     if m.tag & (SYSTEM_TAG | STACK_TAG) != 0 {
                         continue;
                     }
@@ -640,6 +691,7 @@ impl NetRig {
             client_components: Vec::new(),
             errors: Vec::new(),
             other_outcomes: Vec::new(),
+            stack_inflight: std::collections::BTreeSet::new(),
         };
         for c in 0..config.clients {
             let (hi, lo) = ((c / 250) as u8, (c % 250) as u8 + 1);

@@ -295,15 +295,23 @@ pub trait SocketApi {
         mode: ListenMode,
     ) -> Result<SocketId, SocketError> {
         let s = self.tcp_socket()?;
-        self.bind(s, port)?;
-        self.listen(s, backlog, mode)?;
+        if let Err(e) = self
+            .bind(s, port)
+            .and_then(|_| self.listen(s, backlog, mode))
+        {
+            let _ = self.close(s);
+            return Err(e);
+        }
         Ok(s)
     }
 
     /// socket + connect from an ephemeral port.
     fn tcp_connect(&mut self, remote: SocketAddr) -> Result<SocketId, SocketError> {
         let s = self.tcp_socket()?;
-        self.connect(s, remote)?;
+        if let Err(e) = self.connect(s, remote) {
+            let _ = self.close(s);
+            return Err(e);
+        }
         Ok(s)
     }
 }
@@ -719,6 +727,12 @@ impl Sockets {
         std::mem::take(&mut self.system_out)
     }
 
+    /// A system message the message system could not take yet (every
+    /// slot to its peer busy) goes out with the next ones.
+    pub fn requeue_system(&mut self, out: SystemOut) {
+        self.system_out.push(out);
+    }
+
     fn control(&mut self, kind: OpKind, message: ControlMessage) {
         let op = self.next_op;
         self.next_op += 1;
@@ -818,7 +832,6 @@ impl Sockets {
             OpKind::Move { tuple, to } => {
                 let frames = match refused {
                     None => {
-                        self.holding.remove(&tuple);
                         self.stack.steering.handed.insert(tuple);
                         Ok(self
                             .stack
@@ -827,7 +840,11 @@ impl Sockets {
                             .remove(&tuple)
                             .unwrap_or_default())
                     }
-                    Some(r) => Err(SocketError::Refused(r)),
+                    Some(r) => {
+                        // Still ours: it can be handed again.
+                        self.holding.insert(tuple);
+                        Err(SocketError::Refused(r))
+                    }
                 };
                 self.system_out.push(SystemOut {
                     to,
@@ -841,7 +858,9 @@ impl Sockets {
     pub fn system_message(&mut self, from: usize, message: SystemMessage) {
         match message {
             SystemMessage::Adopt(tuple) => {
-                if self.holding.contains(&tuple) {
+                // Taken out of `holding` while it moves: a second request
+                // for the same connection is refused.
+                if self.holding.remove(&tuple) {
                     self.control(
                         OpKind::Move { tuple, to: from },
                         ControlMessage::MoveConnection {
@@ -887,6 +906,10 @@ impl Sockets {
                         if s.listen(local).is_err() {
                             t.phase = TcpPhase::Failed(SocketError::InvalidTicket("bad port"));
                             return;
+                        }
+                        if t.released {
+                            // Closed while being adopted: refuse the peer.
+                            s.abort();
                         }
                         t.handle = Some(self.stack.sockets.add(s));
                         t.phase = TcpPhase::Open;
@@ -1298,7 +1321,10 @@ impl SocketApi for LocalApi<'_> {
         );
         if ticket.owner == me.processor {
             // Adopted in the processor that holds it: no move.
-            me.holding.remove(&ticket.tuple);
+            if !me.holding.remove(&ticket.tuple) {
+                me.table.remove(&id);
+                return Err(SocketError::InvalidTicket("not held here"));
+            }
             me.adopting.insert(ticket.tuple, id);
             let frames = me
                 .stack

@@ -362,8 +362,10 @@ struct Queue {
     cq_tail: u32,
     cq_phase: bool,
     cq_pending: VecDeque<Completion>,
-    /// Receive completions are written in the order the frames were taken
-    /// (ring order), whatever order their DMA writes finish in: the next
+    /// Receive completions of delivered frames are written in the order the
+    /// frames were taken (ring order), whatever order their DMA writes
+    /// finish in (error completions of refused descriptors and truncated
+    /// frames, which move no data, go out at once): the next
     /// frame's sequence number, the next to complete, and those finished
     /// early.
     rx_seq_started: u64,
