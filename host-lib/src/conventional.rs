@@ -27,10 +27,12 @@ use std::net::{IpAddr, SocketAddr};
 
 use snet_fabric::time::Instant;
 use snet_firmware::FiveTuple;
+use snet_firmware::control::RejectReason;
 use snet_firmware::tuple::{addr16, ip_of};
 
 use crate::socket::{
-    ListenMode, SocketApi, SocketConfig, SocketError, SocketId, SocketState, Sockets, Ticket,
+    ListenMode, SocketApi, SocketConfig, SocketError, SocketId, SocketState, Sockets, TUPLE_LEN,
+    Ticket, decode_tuple, encode_tuple,
 };
 
 // Calls (proxy → server).
@@ -57,29 +59,39 @@ const ESTABLISHED: u8 = 109;
 /// Proxy socket ids the server assigns (accepted connections) have this bit.
 const SERVER_ASSIGNED: u32 = 1 << 31;
 
-/// Status codes of a STATUS event.
-fn error_code(e: &SocketError) -> u8 {
-    match e {
-        SocketError::AddressInUse(_) => 1,
-        SocketError::ConnectionReset => 2,
-        SocketError::Unaddressable(_) => 3,
-        SocketError::NoEphemeralPort { .. } => 4,
-        SocketError::InvalidTicket(_) => 5,
-        SocketError::Refused(_) => 6,
-        _ => 7,
+/// A STATUS event: code 0 for success, else the error's code and its
+/// details (so the application sees the same error as on the parallel
+/// library).
+fn status_message(id: u32, r: &Result<(), SocketError>) -> Vec<u8> {
+    let w = Writer::new(STATUS, id);
+    match r {
+        Ok(()) => w.u8(0),
+        Err(SocketError::AddressInUse(port)) => w.u8(1).u16(*port),
+        Err(SocketError::ConnectionReset) => w.u8(2),
+        Err(SocketError::Unaddressable(a)) => w.u8(3).addr(*a),
+        Err(SocketError::NoEphemeralPort { first, last }) => w.u8(4).u16(*first).u16(*last),
+        Err(SocketError::InvalidTicket(_)) => w.u8(5),
+        Err(SocketError::Refused(reason)) => w.u8(6).u8(reason.index() as u8),
+        Err(_) => w.u8(7),
     }
+    .0
 }
 
-fn code_error(code: u8, port: u16) -> SocketError {
-    match code {
-        1 => SocketError::AddressInUse(port),
+/// The error of a failed STATUS event (`None` for success or garbage).
+fn read_status(r: &mut Reader<'_>) -> Option<Result<(), SocketError>> {
+    Some(Err(match r.u8()? {
+        0 => return Some(Ok(())),
+        1 => SocketError::AddressInUse(r.u16()?),
         2 => SocketError::ConnectionReset,
-        3 => SocketError::Unaddressable(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port)),
-        4 => SocketError::NoEphemeralPort { first: 0, last: 0 },
+        3 => SocketError::Unaddressable(r.addr()?),
+        4 => SocketError::NoEphemeralPort {
+            first: r.u16()?,
+            last: r.u16()?,
+        },
         5 => SocketError::InvalidTicket("refused by the stack processor"),
-        6 => SocketError::Refused(snet_firmware::control::RejectReason::Unauthorised),
-        _ => SocketError::Message(format!("the stack processor failed the call ({code})")),
-    }
+        6 => SocketError::Refused(*RejectReason::ALL.get(usize::from(r.u8()?))?),
+        _ => SocketError::Message("the stack processor failed the call".into()),
+    }))
 }
 
 struct Writer(Vec<u8>);
@@ -106,6 +118,10 @@ impl Writer {
     fn addr(mut self, a: SocketAddr) -> Self {
         self.0.extend_from_slice(&addr16(a.ip()));
         self.u16(a.port())
+    }
+    fn tuple(mut self, t: &FiveTuple) -> Self {
+        encode_tuple(t, &mut self.0);
+        self
     }
     fn bytes(mut self, b: &[u8]) -> Self {
         self.0.extend_from_slice(b);
@@ -144,25 +160,11 @@ impl<'a> Reader<'a> {
         Some(SocketAddr::new(ip_of(&a), self.u16()?))
     }
     fn tuple(&mut self) -> Option<FiveTuple> {
-        let remote = self.addr()?;
-        let local = self.addr()?;
-        Some(FiveTuple::tcp(
-            remote.ip(),
-            remote.port(),
-            local.ip(),
-            local.port(),
-        ))
+        decode_tuple(self.take(TUPLE_LEN)?)
     }
     fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.0)
     }
-}
-
-fn tuple_addrs(t: &FiveTuple) -> (SocketAddr, SocketAddr) {
-    (
-        SocketAddr::new(ip_of(&t.remote_addr), t.remote_port),
-        SocketAddr::new(ip_of(&t.local_addr), t.local_port),
-    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,20 +300,21 @@ impl Proxy {
             return;
         };
         match op {
-            STATUS => {
-                let Some(code) = r.u8() else { return };
-                if code == 0 {
-                    if s.state == SocketState::Registering {
-                        s.state = match s.kind {
-                            ProxyKind::Listener | ProxyKind::Udp => SocketState::Listening,
-                            ProxyKind::Tcp => SocketState::Connecting,
-                        };
-                    }
-                } else {
-                    s.state = SocketState::Failed;
-                    s.error = Some(code_error(code, s.port.unwrap_or(0)));
+            STATUS => match read_status(&mut r) {
+                // A status never moves a socket backwards.
+                Some(Ok(())) if s.state == SocketState::Registering => {
+                    s.state = match s.kind {
+                        ProxyKind::Listener | ProxyKind::Udp => SocketState::Listening,
+                        ProxyKind::Tcp => SocketState::Connecting,
+                    };
                 }
-            }
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    s.state = SocketState::Failed;
+                    s.error = Some(e);
+                }
+                None => {}
+            },
             ESTABLISHED => s.state = SocketState::Established,
             DATA => s.rx.extend(r.rest()),
             EOF => {
@@ -474,12 +477,14 @@ impl SocketApi for ProxyApi<'_> {
             return Err(SocketError::ProcessorDown(self.proxy.stack));
         }
         let id = self.new_socket(ProxyKind::Tcp, SocketState::Registering);
-        let (remote, local) = tuple_addrs(&ticket.tuple);
         if let Some(s) = self.proxy.sockets.get_mut(&id) {
-            s.peer = Some(remote);
+            s.peer = Some(SocketAddr::new(
+                ip_of(&ticket.tuple.remote_addr),
+                ticket.tuple.remote_port,
+            ));
         }
         self.proxy
-            .call(Writer::new(ADOPT, id).addr(remote).addr(local).0);
+            .call(Writer::new(ADOPT, id).tuple(&ticket.tuple).0);
         Ok(SocketId(id))
     }
 
@@ -719,9 +724,7 @@ impl StackServer {
     }
 
     fn status(&mut self, to: (usize, u32), r: Result<(), SocketError>) {
-        let code = r.as_ref().map_or_else(error_code, |_| 0);
-        self.outgoing
-            .push_back((to.0, Writer::new(STATUS, to.1).u8(code).0));
+        self.outgoing.push_back((to.0, status_message(to.1, &r)));
     }
 
     /// Processor `p` failed: the connections its applications had are
@@ -858,6 +861,7 @@ impl StackServer {
     pub fn serve(&mut self, sockets: &mut Sockets, now: Instant) {
         self.close_orphans(sockets, now);
         let max = self.max_payload - 8;
+        let mut buf = vec![0u8; max];
         let mut api = sockets.api(now);
         let mut accepted = Vec::new();
         let mut finished = Vec::new();
@@ -872,20 +876,18 @@ impl StackServer {
                             Ok(SocketState::Listening) => {
                                 s.status_sent = true;
                                 self.outgoing
-                                    .push_back((to.0, Writer::new(STATUS, to.1).u8(0).0));
+                                    .push_back((to.0, status_message(to.1, &Ok(()))));
                             }
                             Ok(SocketState::Failed) => {
                                 s.status_sent = true;
-                                let code = api.accept(sid).err().map_or(7, |e| error_code(&e));
-                                self.outgoing
-                                    .push_back((to.0, Writer::new(STATUS, to.1).u8(code).0));
+                                let r = api.accept(sid).map(|_| ());
+                                self.outgoing.push_back((to.0, status_message(to.1, &r)));
                             }
                             _ => {}
                         }
                         continue;
                     }
                     if s.kind == ProxyKind::Udp {
-                        let mut buf = vec![0u8; max.min(65536)];
                         while let Ok((n, from)) = api.recv_from(sid, &mut buf) {
                             self.outgoing.push_back((
                                 to.0,
@@ -898,11 +900,8 @@ impl StackServer {
                         accepted.push((c, to));
                     }
                     while let Ok(t) = api.accept_nw1(sid) {
-                        let (remote, local) = tuple_addrs(&t.tuple);
-                        self.outgoing.push_back((
-                            to.0,
-                            Writer::new(TICKET, to.1).addr(remote).addr(local).0,
-                        ));
+                        self.outgoing
+                            .push_back((to.0, Writer::new(TICKET, to.1).tuple(&t.tuple).0));
                     }
                 }
                 ProxyKind::Tcp => {
@@ -910,14 +909,13 @@ impl StackServer {
                     if !s.status_sent && state != SocketState::Registering {
                         s.status_sent = true;
                         if state == SocketState::Failed {
-                            let code = api.send(sid, &[]).err().map_or(7, |e| error_code(&e));
-                            self.outgoing
-                                .push_back((to.0, Writer::new(STATUS, to.1).u8(code).0));
+                            let r = api.send(sid, &[]).map(|_| ());
+                            self.outgoing.push_back((to.0, status_message(to.1, &r)));
                             finished.push(sid);
                             continue;
                         }
                         self.outgoing
-                            .push_back((to.0, Writer::new(STATUS, to.1).u8(0).0));
+                            .push_back((to.0, status_message(to.1, &Ok(()))));
                     }
                     if !s.established_sent
                         && matches!(state, SocketState::Established | SocketState::PeerClosed)
@@ -948,7 +946,6 @@ impl StackServer {
                         let _ = api.shutdown(sid);
                     }
                     // Network → proxy.
-                    let mut buf = vec![0u8; max];
                     while s.credit > 0 && !s.eof_sent && !s.reset_sent {
                         let want = s.credit.min(max);
                         match api.recv(sid, &mut buf[..want]) {

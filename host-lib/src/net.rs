@@ -16,7 +16,6 @@
 //! an application asked for — but never while the CPU is busy with earlier
 //! work: the poll waits until [`Cpu::free_at`].
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use smoltcp::wire::{Ipv4Address, Ipv6Address};
@@ -302,9 +301,16 @@ impl NetHosts {
                     match self.processors[i].queue_mut(q) {
                         Some(qp) => match qp.send_control(cluster, &env) {
                             Ok(seq) => sockets.control_sent(op, q, seq),
-                            Err(e) => sockets.control_failed(op, e.to_string()),
+                            Err(e) => {
+                                self.errors
+                                    .push(format!("P{i}: control to adapter {q}: {e}"));
+                                sockets.control_failed(op);
+                            }
                         },
-                        None => sockets.control_failed(op, format!("no queue to adapter {q}")),
+                        None => {
+                            self.errors.push(format!("P{i}: no queue to adapter {q}"));
+                            sockets.control_failed(op);
+                        }
                     }
                 }
             }
@@ -811,18 +817,14 @@ impl NetRig {
         if let Some(server) = self.hosts.server.as_mut() {
             server.processor_failed(p);
         }
-        let mut pending = VecDeque::new();
         if let StackMode::Conventional { at } = self.hosts.mode
             && at == p
         {
+            let now = self.cluster.now();
             for (i, proxy) in self.hosts.proxies.iter_mut().enumerate() {
                 proxy.stack_failed();
-                pending.push_back(i);
+                self.cluster.wake_host(self.hosts.components[i], now);
             }
-        }
-        while let Some(i) = pending.pop_front() {
-            let at = self.cluster.now();
-            self.cluster.wake_host(self.hosts.components[i], at);
         }
     }
 

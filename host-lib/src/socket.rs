@@ -184,9 +184,9 @@ pub struct Ticket {
 /// Bytes of an encoded ticket.
 pub const TICKET_LEN: usize = 4 + TUPLE_LEN;
 const TICKET_MAGIC: [u8; 2] = *b"TK";
-const TUPLE_LEN: usize = 1 + 16 + 2 + 16 + 2;
+pub(crate) const TUPLE_LEN: usize = 1 + 16 + 2 + 16 + 2;
 
-fn encode_tuple(t: &FiveTuple, out: &mut Vec<u8>) {
+pub(crate) fn encode_tuple(t: &FiveTuple, out: &mut Vec<u8>) {
     out.push(t.protocol);
     out.extend_from_slice(&t.remote_addr);
     out.extend_from_slice(&t.remote_port.to_le_bytes());
@@ -194,7 +194,7 @@ fn encode_tuple(t: &FiveTuple, out: &mut Vec<u8>) {
     out.extend_from_slice(&t.local_port.to_le_bytes());
 }
 
-fn decode_tuple(b: &[u8]) -> Option<FiveTuple> {
+pub(crate) fn decode_tuple(b: &[u8]) -> Option<FiveTuple> {
     if b.len() < TUPLE_LEN {
         return None;
     }
@@ -500,6 +500,23 @@ struct Tcp {
     released: bool,
 }
 
+impl Tcp {
+    /// A connection socket in `phase`, with nothing else known yet.
+    fn new(phase: TcpPhase) -> Self {
+        Tcp {
+            port: None,
+            handle: None,
+            phase,
+            tuple: None,
+            registered: false,
+            remote: None,
+            eof: false,
+            reset: false,
+            released: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum TcpPhase {
     Fresh,
@@ -610,12 +627,19 @@ impl std::fmt::Debug for Sockets {
     }
 }
 
+/// A smoltcp TCP socket with the configured buffers.
+fn new_tcp_socket(config: &SocketConfig) -> tcp::Socket<'static> {
+    tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; config.tcp_rx_buffer]),
+        tcp::SocketBuffer::new(vec![0; config.tcp_tx_buffer]),
+    )
+}
+
 fn reject_error(r: RejectReason, port: u16) -> SocketError {
     match r {
         RejectReason::PortOwnedExclusively | RejectReason::AlreadyListening => {
             SocketError::AddressInUse(port)
         }
-        RejectReason::ProcessorNotLive => SocketError::ProcessorDown(usize::MAX),
         other => SocketError::Refused(other),
     }
 }
@@ -698,9 +722,9 @@ impl Sockets {
         self.sent.insert((adapter, seq), op);
     }
 
-    /// Operation `op`'s message could not be sent to an adapter.
-    pub fn control_failed(&mut self, op: u64, why: String) {
-        let _ = why;
+    /// Operation `op`'s message could not be sent to an adapter (the host
+    /// model records why); it counts as that adapter's refusal.
+    pub fn control_failed(&mut self, op: u64) {
         self.answer(op, Some(RejectReason::ProcessorNotLive));
     }
 
@@ -793,10 +817,7 @@ impl Sockets {
                 let (Some(remote), Some(port)) = (t.remote, t.port) else {
                     return;
                 };
-                let mut s = tcp::Socket::new(
-                    tcp::SocketBuffer::new(vec![0; self.config.tcp_rx_buffer]),
-                    tcp::SocketBuffer::new(vec![0; self.config.tcp_tx_buffer]),
-                );
+                let mut s = new_tcp_socket(&self.config);
                 let local = if remote.is_ipv4() { v4 } else { v6 };
                 let local = local.map(|a| IpListenEndpoint {
                     addr: Some(IpAddress::from(a)),
@@ -895,10 +916,7 @@ impl Sockets {
                     Ok(frames) => {
                         // A listening socket for this one connection; the
                         // held SYN reaches it first, in the next poll.
-                        let mut s = tcp::Socket::new(
-                            tcp::SocketBuffer::new(vec![0; self.config.tcp_rx_buffer]),
-                            tcp::SocketBuffer::new(vec![0; self.config.tcp_tx_buffer]),
-                        );
+                        let mut s = new_tcp_socket(&self.config);
                         let local = IpListenEndpoint {
                             addr: Some(IpAddress::from(ip_of(&tuple.local_addr))),
                             port: tuple.local_port,
@@ -999,10 +1017,7 @@ impl Sockets {
                     while l.waiting.len() + l.ready.len() < l.backlog
                         && l.phase == ListenPhase::Listening
                     {
-                        let mut s = tcp::Socket::new(
-                            tcp::SocketBuffer::new(vec![0; self.config.tcp_rx_buffer]),
-                            tcp::SocketBuffer::new(vec![0; self.config.tcp_tx_buffer]),
-                        );
+                        let mut s = new_tcp_socket(&self.config);
                         if s.listen(l.port).is_err() {
                             break;
                         }
@@ -1125,20 +1140,7 @@ impl SocketApi for LocalApi<'_> {
         let me = &mut *self.sockets;
         me.counters.calls += 1;
         let id = me.id();
-        me.table.insert(
-            id,
-            Kind::Tcp(Tcp {
-                port: None,
-                handle: None,
-                phase: TcpPhase::Fresh,
-                tuple: None,
-                registered: false,
-                remote: None,
-                eof: false,
-                reset: false,
-                released: false,
-            }),
-        );
+        me.table.insert(id, Kind::Tcp(Tcp::new(TcpPhase::Fresh)));
         Ok(id)
     }
 
@@ -1305,18 +1307,12 @@ impl SocketApi for LocalApi<'_> {
         me.table.insert(
             id,
             Kind::Tcp(Tcp {
-                port: None,
-                handle: None,
-                phase: TcpPhase::Adopting,
                 tuple: Some(ticket.tuple),
-                registered: false,
                 remote: Some(SocketAddr::new(
                     ip_of(&ticket.tuple.remote_addr),
                     ticket.tuple.remote_port,
                 )),
-                eof: false,
-                reset: false,
-                released: false,
+                ..Tcp::new(TcpPhase::Adopting)
             }),
         );
         if ticket.owner == me.processor {
@@ -1506,26 +1502,23 @@ impl SocketApi for LocalApi<'_> {
                 let Some(Kind::Listener(l)) = me.table.remove(&s) else {
                     return Ok(());
                 };
-                for h in l
-                    .waiting
-                    .into_iter()
-                    .chain(l.ready.into_iter().map(|r| r.0))
-                {
+                // Connections never accepted are reset. They are not freed at
+                // once (the abort's RST goes out first); those in the accept
+                // queue had their filter confirmed, which goes with them.
+                let waiting = l.waiting.into_iter().map(|h| (h, None));
+                let ready = l.ready.into_iter().map(|(h, t)| (h, Some(t)));
+                for (h, tuple) in waiting.chain(ready) {
                     me.stack.sockets.get_mut::<tcp::Socket>(h).abort();
-                    // Not freed at once: the abort's RST goes out first.
                     let id = me.id();
                     me.table.insert(
                         id,
                         Kind::Tcp(Tcp {
-                            port: None,
                             handle: Some(h),
-                            phase: TcpPhase::Open,
-                            tuple: None,
-                            registered: false,
-                            remote: None,
-                            eof: false,
+                            tuple,
+                            registered: tuple.is_some(),
                             reset: true,
                             released: true,
+                            ..Tcp::new(TcpPhase::Open)
                         }),
                     );
                 }

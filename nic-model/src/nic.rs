@@ -370,7 +370,9 @@ struct Queue {
     /// early.
     rx_seq_started: u64,
     rx_seq_completed: u64,
-    rx_reorder: std::collections::BTreeMap<u64, Completion>,
+    /// Entry `i` holds the completion of sequence `rx_seq_completed + i`
+    /// once its write finished.
+    rx_reorder: VecDeque<Option<Completion>>,
     /// Entries of the completion write in flight (given back if the adapter
     /// fails before it lands).
     cq_inflight: Vec<Completion>,
@@ -1409,19 +1411,21 @@ impl Nic {
                     if ok {
                         q.counters.rx_delivered += 1;
                     }
-                    q.rx_reorder.insert(
-                        seq,
-                        completion(
-                            CompletionKind::Rx,
-                            status,
-                            cookie,
-                            if ok { len } else { 0 },
-                            index,
-                            flags,
-                        ),
-                    );
-                    while let Some(c) = q.rx_reorder.remove(&q.rx_seq_completed) {
-                        q.cq_pending.push_back(c);
+                    let at = (seq - q.rx_seq_completed) as usize;
+                    if q.rx_reorder.len() <= at {
+                        q.rx_reorder.resize(at + 1, None);
+                    }
+                    q.rx_reorder[at] = Some(completion(
+                        CompletionKind::Rx,
+                        status,
+                        cookie,
+                        if ok { len } else { 0 },
+                        index,
+                        flags,
+                    ));
+                    while let Some(Some(c)) = q.rx_reorder.front() {
+                        q.cq_pending.push_back(*c);
+                        q.rx_reorder.pop_front();
                         q.rx_seq_completed += 1;
                     }
                     self.completions_added(sched, fabric, k);
@@ -1864,7 +1868,7 @@ impl Nic {
                     cq_pending: VecDeque::new(),
                     rx_seq_started: 0,
                     rx_seq_completed: 0,
-                    rx_reorder: std::collections::BTreeMap::new(),
+                    rx_reorder: VecDeque::new(),
                     cq_inflight: Vec::new(),
                     cq_writing: false,
                     cq_stalled: false,
