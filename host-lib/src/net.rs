@@ -82,6 +82,10 @@ pub struct NetConfig {
     pub cpu: CpuCosts,
     /// The message system.
     pub ipc: IpcConfig,
+    /// The cluster's IPv4 address (`None`: IPv6 only).
+    pub ipv4: Option<Ipv4Address>,
+    /// The cluster's IPv6 address (`None`: IPv4 only).
+    pub ipv6: Option<Ipv6Address>,
 }
 
 impl Default for NetConfig {
@@ -93,8 +97,17 @@ impl Default for NetConfig {
             sockets: SocketConfig::default(),
             cpu: CpuCosts::free(),
             ipc: IpcConfig::default(),
+            ipv4: Some(CLUSTER_IPV4),
+            ipv6: Some(CLUSTER_IPV6),
         }
     }
+}
+
+/// What a client host does, polled with it: opens connections, sends
+/// requests, reads responses (through [`ClientHost::sockets`]).
+pub trait ClientBehaviour {
+    /// Runs the behaviour at `now`; returns when it next wants to run.
+    fn poll(&mut self, host: &mut ClientHost, now: Instant) -> Option<Instant>;
 }
 
 struct AppSlot {
@@ -127,6 +140,8 @@ pub struct NetHosts {
     adapters: usize,
     /// The client hosts.
     pub clients: Vec<ClientHost>,
+    /// What each client host does besides running its stack.
+    behaviours: Vec<Option<Box<dyn ClientBehaviour>>>,
     client_components: Vec<ComponentId>,
     /// Errors met on the host side (a test asserts this stays empty).
     pub errors: Vec<String>,
@@ -489,11 +504,23 @@ impl NetHosts {
         }
     }
 
-    /// Polls client `c` now and schedules its next poll.
+    /// Polls client `c` now — its stack, then its behaviour, then its
+    /// stack again for what the behaviour sent — and schedules its next poll.
     pub fn poll_client(&mut self, cluster: &mut Cluster<NoEvent>, c: usize) {
-        if let Some(at) = self.clients[c].poll(cluster) {
+        let mut next = self.clients[c].poll(cluster);
+        if let Some(b) = self.behaviours[c].as_mut() {
+            let now = cluster.now();
+            let wake = b.poll(&mut self.clients[c], now);
+            next = earliest(self.clients[c].poll(cluster), wake);
+        }
+        if let Some(at) = next {
             cluster.wake_host(self.client_components[c], at.max(cluster.now()));
         }
+    }
+
+    /// The behaviour of client `c`, if it has one.
+    pub fn behaviour(&self, c: usize) -> Option<&dyn ClientBehaviour> {
+        self.behaviours.get(c)?.as_deref()
     }
 }
 
@@ -599,11 +626,12 @@ impl NetRig {
     /// Builds the rig from a full configuration.
     pub fn build(config: NetConfig) -> Result<NetRig, String> {
         let mut rig_config = config.rig.clone();
-        rig_config
-            .nic
-            .mac
-            .multicast
-            .extend(ipv6_groups(CLUSTER_IPV6));
+        if config.ipv4.is_none() && config.ipv6.is_none() {
+            return Err("the cluster needs an IPv4 or an IPv6 address".into());
+        }
+        if let Some(v6) = config.ipv6 {
+            rig_config.nic.mac.multicast.extend(ipv6_groups(v6));
+        }
         let seed = rig_config.seed;
         let memory = rig_config.fabric.memory_size;
         let adapters = usize::from(rig_config.adapters);
@@ -625,8 +653,8 @@ impl NetRig {
         }
         let address = ClusterAddress {
             mac: adapter_mac(0).0,
-            ipv4: Some((CLUSTER_IPV4, 15)),
-            ipv6: Some((CLUSTER_IPV6, 64)),
+            ipv4: config.ipv4.map(|a| (a, 15)),
+            ipv6: config.ipv6.map(|a| (a, 64)),
         };
         let mut procs = hosts.processors;
         let mut arenas = Vec::new();
@@ -662,8 +690,8 @@ impl NetRig {
                 sockets.push(Some(Sockets::new(
                     stack,
                     i,
-                    Some(IpAddr::V4(CLUSTER_IPV4)),
-                    Some(IpAddr::V6(CLUSTER_IPV6)),
+                    config.ipv4.map(IpAddr::V4),
+                    config.ipv6.map(IpAddr::V6),
                     sc,
                 )));
             } else {
@@ -694,6 +722,7 @@ impl NetRig {
             components,
             adapters,
             clients: Vec::new(),
+            behaviours: Vec::new(),
             client_components: Vec::new(),
             errors: Vec::new(),
             other_outcomes: Vec::new(),
@@ -715,6 +744,7 @@ impl NetRig {
                 now,
             ));
             hosts.client_components.push(cluster.host_component());
+            hosts.behaviours.push(None);
         }
         Ok(NetRig {
             cluster,
@@ -738,6 +768,24 @@ impl NetRig {
         });
         let at = self.cluster.now();
         self.cluster.wake_host(self.hosts.components[p], at);
+        Ok(())
+    }
+
+    /// Gives client host `c` a behaviour; it is first polled now.
+    pub fn attach_client(
+        &mut self,
+        c: usize,
+        behaviour: Box<dyn ClientBehaviour>,
+    ) -> Result<(), String> {
+        let n = self.hosts.clients.len();
+        let slot = self
+            .hosts
+            .behaviours
+            .get_mut(c)
+            .ok_or_else(|| format!("no client {c} (there are {n})"))?;
+        *slot = Some(behaviour);
+        let at = self.cluster.now();
+        self.cluster.wake_host(self.hosts.client_components[c], at);
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 use snet_fabric::engine::Traced;
 use snet_fabric::network::{DmaCompletion, FabricConfig, FaultTarget};
 use snet_fabric::time::{Duration, Instant};
-use snet_fabric::topology::{EndpointKind, LinkParams, shapes};
+use snet_fabric::topology::{EndpointKind, LinkParams, Topology, shapes};
 use snet_fabric::{EndpointId, Plane};
 use snet_firmware::ProcessorId;
 use snet_firmware::control::{ControlMessage, Envelope};
@@ -52,6 +52,10 @@ pub struct RigConfig {
     pub client_speed: LinkSpeed,
     /// Seed.
     pub seed: u64,
+    /// The fabric's topology, built by the caller with the endpoints of
+    /// [`processor_endpoint`] and [`adapter_endpoint`]; `None`: one router
+    /// per plane.
+    pub topology: Option<Topology>,
 }
 
 impl Default for RigConfig {
@@ -70,8 +74,20 @@ impl Default for RigConfig {
             queue: QueueSetup::default(),
             client_speed: LinkSpeed::GBIT_10,
             seed: 1,
+            topology: None,
         }
     }
+}
+
+/// The fabric endpoint of processor `i` (0-based): `i + 1`.
+pub fn processor_endpoint(i: u32) -> EndpointId {
+    EndpointId::new(i + 1).expect("processor numbers are small")
+}
+
+/// The fabric endpoint of adapter `i` (0-based): `0x1000 + i`, above every
+/// processor, so the two never meet.
+pub fn adapter_endpoint(i: u32) -> EndpointId {
+    EndpointId::new(0x1000 + i).expect("adapter numbers are small")
 }
 
 /// The client station's MAC.
@@ -188,20 +204,28 @@ impl Rig {
     /// the adapters accepted them).
     pub fn new(config: RigConfig) -> Result<Rig, String> {
         let n = config.processors as u32;
-        let processors: Vec<EndpointId> = (0..n)
-            .map(|i| EndpointId::new(i + 1).expect("small"))
-            .collect();
-        let adapters: Vec<EndpointId> = (0..config.adapters as u32)
-            .map(|i| EndpointId::new(0x100 + i).expect("small"))
-            .collect();
+        let processors: Vec<EndpointId> = (0..n).map(processor_endpoint).collect();
+        let adapters: Vec<EndpointId> = (0..config.adapters as u32).map(adapter_endpoint).collect();
         let mut eps: Vec<(EndpointId, EndpointKind)> = processors
             .iter()
             .map(|&p| (p, EndpointKind::Processor))
             .collect();
         eps.extend(adapters.iter().map(|&a| (a, EndpointKind::Adapter)));
-        let ports = (eps.len() as u8).max(6);
-        let topo = shapes::single_router(&config.planes, &eps, ports, config.link)
-            .map_err(|e| e.to_string())?;
+        let topo = match config.topology.clone() {
+            Some(t) => {
+                for &(ep, _) in &eps {
+                    if t.endpoint_index(ep).is_none() {
+                        return Err(format!("the topology lacks endpoint {ep}"));
+                    }
+                }
+                t
+            }
+            None => {
+                let ports = u8::try_from(eps.len()).unwrap_or(u8::MAX).clamp(6, 64);
+                shapes::single_router(&config.planes, &eps, ports, config.link)
+                    .map_err(|e| e.to_string())?
+            }
+        };
         let mut cluster =
             Cluster::new(topo, config.fabric.clone(), config.lan.clone(), config.seed)
                 .map_err(|e| e.to_string())?;
