@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use snet_fabric::time::Instant;
+use snet_fabric::time::{Duration, Instant};
 use snet_nic_model::Cluster;
 
 use crate::cpu::Cpu;
@@ -110,6 +110,12 @@ impl<'a> AppContext<'a> {
     pub fn work(&mut self, units: u64) {
         let now = self.now();
         self.cpu.work(now, units);
+    }
+
+    /// Spends `d` of application CPU time on the processor's CPU.
+    pub fn spend(&mut self, d: Duration) {
+        let now = self.now();
+        self.cpu.charge(now, d);
     }
 
     /// Sends a request to service `service` on processor `to`.

@@ -333,6 +333,9 @@ pub struct SocketConfig {
     pub adapters: usize,
     /// Largest backlog a listener may ask for.
     pub max_backlog: usize,
+    /// Send small segments at once instead of holding them while data is
+    /// unacknowledged (Nagle's algorithm off, like `TCP_NODELAY`).
+    pub nodelay: bool,
 }
 
 impl Default for SocketConfig {
@@ -345,6 +348,7 @@ impl Default for SocketConfig {
             ephemeral: EPHEMERAL,
             adapters: 1,
             max_backlog: 1024,
+            nodelay: false,
         }
     }
 }
@@ -629,10 +633,12 @@ impl std::fmt::Debug for Sockets {
 
 /// A smoltcp TCP socket with the configured buffers.
 fn new_tcp_socket(config: &SocketConfig) -> tcp::Socket<'static> {
-    tcp::Socket::new(
+    let mut s = tcp::Socket::new(
         tcp::SocketBuffer::new(vec![0; config.tcp_rx_buffer]),
         tcp::SocketBuffer::new(vec![0; config.tcp_tx_buffer]),
-    )
+    );
+    s.set_nagle_enabled(!config.nodelay);
+    s
 }
 
 fn reject_error(r: RejectReason, port: u16) -> SocketError {

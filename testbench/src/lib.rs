@@ -5,7 +5,10 @@
 //!   fault schedule and the expectations — with a loader that reports every
 //!   problem with its file, line, column and field path.
 //!
-//! To come: the five server models of the NonStop white paper, the runtime
-//! that drives every other crate, and the terminal and JSON reports.
+//! - [`run`]: the runtime — builds the cluster from a scenario, runs the
+//!   server models ([`run::models`]) and client populations
+//!   ([`run::clients`]), applies the faults, judges the expectations and
+//!   writes the report ([`run::report`]).
 
+pub mod run;
 pub mod scenario;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod filter;
+mod run;
 mod validate;
 
 /// Exit code for success.
@@ -30,6 +31,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Test-run an adapter filter on frames: verdict and ns/frame for each.
     Filter(filter::FilterArgs),
+    /// Run a scenario: the cluster, its clients and faults; judge its expectations.
+    Run(run::RunArgs),
     /// Check scenario files: every problem with its file, line and field.
     Validate(validate::ValidateArgs),
 }
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Bench(args) => bench::run(&args),
         Command::Filter(args) => filter::run(&args),
+        Command::Run(args) => run::run(&args),
         Command::Validate(args) => validate::run(&args),
     };
     ExitCode::from(code)

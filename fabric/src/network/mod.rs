@@ -644,6 +644,18 @@ impl Fabric {
         &self.config
     }
 
+    /// Changes the probability that a packet is corrupted crossing one
+    /// link (a fault, from now on); refuses a value outside [0, 1].
+    pub fn set_crc_error_rate(&mut self, p: f64) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(format!(
+                "crc_error_rate must be a probability in [0, 1], got {p}"
+            ));
+        }
+        self.config.crc_error_rate = p;
+        Ok(())
+    }
+
     /// Turns the transaction-level fast path off (for equivalence tests and
     /// packet captures) or back on (if the configuration allows it).
     pub fn set_packet_level(&mut self, on: bool) {

@@ -1,0 +1,136 @@
+//! `snet run`: run a scenario and report.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use snet_testbench::run::{RunError, RunOptions, html, run as run_scenario};
+use snet_testbench::scenario::Scenario;
+
+/// Arguments of `snet run`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Example:
+
+  $ snet run examples/quickstart.yaml --json report.json --html report.html --pcap captures/
+  scenario quickstart  seed 1  stack parallel  virtual 100.000ms  wall 0.84s  rtf 0.119
+  ...
+   cpu   up    taken   served  handed  requests     bytes in    bytes out  busy%     hops  hops/txn
+     0  yes       50       50       0       812        51968       831488   21.4        0      0.00
+  ...
+  expectations:
+    ✓ no_data_lost_on_survivors: 0 bytes lost or corrupted on 0 connections of surviving processors
+    ✓ even_distribution (tolerance 0.1): connections per front-end processor [(0, 50), (1, 50), (2, 50), (3, 50)], …
+  PASSED
+
+The same file and seed always give the same trace_hash.
+
+Exit codes: 0 every expectation held, 1 an expectation failed (or an
+application met an error), 2 the file is invalid or cannot be run.")]
+pub struct RunArgs {
+    /// The scenario file (YAML; see docs/scenario-reference.md).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Use this seed instead of the file's.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Write the report as JSON (fields: docs/report-reference.md).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write a self-contained HTML report with plots.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Write packet captures into this directory: one per adapter's LAN
+    /// port (Ethernet) and fabric.pcap (fabric packets).
+    #[arg(long, value_name = "DIR")]
+    pub pcap: Option<PathBuf>,
+    /// No progress bar and no table; only the verdict line.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Runs the scenario; prints the table; writes the reports.
+pub fn run(args: &RunArgs) -> u8 {
+    let scenario = match Scenario::load(&args.file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return crate::EXIT_USAGE;
+        }
+    };
+    let show_progress = !args.quiet && std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let progress: Box<dyn FnMut(_, _)> = Box::new(
+        move |done: snet_fabric::time::Duration, total: snet_fabric::time::Duration| {
+            if !show_progress || started.elapsed().as_secs_f64() < 1.0 {
+                return;
+            }
+            let frac = done.as_ps() as f64 / total.as_ps().max(1) as f64;
+            let width = 40;
+            let filled = (frac * width as f64) as usize;
+            eprint!(
+                "\r[{}{}] {:5.1}%  {:.3} of {:.3} virtual s  {:.1}s wall",
+                "#".repeat(filled),
+                " ".repeat(width - filled.min(width)),
+                frac * 100.0,
+                done.as_secs_f64(),
+                total.as_secs_f64(),
+                started.elapsed().as_secs_f64()
+            );
+            if frac >= 1.0 {
+                eprintln!();
+            }
+            let _ = std::io::stderr().flush();
+        },
+    );
+    let options = RunOptions {
+        seed: args.seed,
+        pcap: args.pcap.clone(),
+        base_dir: args.file.parent().map(PathBuf::from),
+        progress: Some(progress),
+    };
+    log::info!("running {} ({})", args.file.display(), scenario.summary());
+    let report = match run_scenario(&scenario, options) {
+        Ok(r) => r,
+        Err(RunError::Invalid(e)) => {
+            eprintln!("{}: cannot run: {e}", args.file.display());
+            return crate::EXIT_USAGE;
+        }
+        Err(RunError::Io(e)) => {
+            eprintln!("{}: {e}", args.file.display());
+            return crate::EXIT_USAGE;
+        }
+    };
+    if args.quiet {
+        println!(
+            "{}: {} (seed {}, trace_hash {})",
+            scenario.name,
+            if report.passed { "PASSED" } else { "FAILED" },
+            report.seed,
+            report.trace_hash
+        );
+    } else {
+        print!("{}", report.table());
+        println!(
+            "reproduce: snet run {} --seed {}",
+            args.file.display(),
+            report.seed
+        );
+    }
+    if let Some(path) = &args.json
+        && let Err(e) = std::fs::write(path, report.to_json())
+    {
+        eprintln!("--json {}: {e}", path.display());
+        return crate::EXIT_USAGE;
+    }
+    if let Some(path) = &args.html
+        && let Err(e) = std::fs::write(path, html::render(&report))
+    {
+        eprintln!("--html {}: {e}", path.display());
+        return crate::EXIT_USAGE;
+    }
+    if report.passed {
+        crate::EXIT_OK
+    } else {
+        crate::EXIT_CHECK_FAILED
+    }
+}
