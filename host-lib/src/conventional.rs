@@ -136,6 +136,14 @@ impl<'a> Reader<'a> {
     pub(crate) fn new(b: &'a [u8]) -> Self {
         Reader(b)
     }
+    /// How many messages a batch holds.
+    pub(crate) fn count(mut self) -> usize {
+        let mut n = 0;
+        while self.frame().is_some() {
+            n += 1;
+        }
+        n
+    }
     /// The next length-prefixed message of a batch.
     pub(crate) fn frame(&mut self) -> Option<&'a [u8]> {
         let n = self.u32()? as usize;

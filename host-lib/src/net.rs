@@ -151,6 +151,10 @@ pub struct NetHosts {
     /// Conventional stack: (from, to) pairs with a batch of stack messages
     /// awaiting its reply.
     stack_inflight: std::collections::BTreeSet<(usize, usize)>,
+    /// Conventional stack: calls and events each processor sent.
+    stack_messages: Vec<u64>,
+    /// Conventional stack: requests that carried them across the fabric.
+    stack_batches: Vec<u64>,
 }
 
 impl std::fmt::Debug for NetHosts {
@@ -193,9 +197,13 @@ impl NetHosts {
             .map(|s| s.app.as_ref())
     }
 
-    /// Inter-processor requests (hops) processor `p` sent.
+    /// Messages (hops) processor `p` sent to other processes: its
+    /// applications' and library's inter-processor requests, and on the
+    /// conventional stack every socket call or event exchanged with the
+    /// TCP/IP process — each counted once, whether it crossed the fabric
+    /// (several travel in one request) or stayed in the processor.
     pub fn hops(&self, p: usize) -> u64 {
-        self.ipc.counters(p).requests_sent
+        self.ipc.counters(p).requests_sent - self.stack_batches[p] + self.stack_messages[p]
     }
 
     /// Polls processor `i` now (or when its CPU is free) and schedules its
@@ -384,7 +392,12 @@ impl NetHosts {
         for (to, (batch, from_proxy)) in batches {
             match self.ipc.send_request(cluster, i, to, STACK_TAG, &batch) {
                 Ok(_) => {
-                    self.cpus[i].messages(cluster.now(), 1);
+                    // Each call or event in the batch is a message of its
+                    // own to the processes; the batch is only transport.
+                    let n = crate::conventional::Reader::new(&batch).count() as u64;
+                    self.cpus[i].messages(cluster.now(), n);
+                    self.stack_messages[i] += n;
+                    self.stack_batches[i] += 1;
                     self.stack_inflight.insert((i, to));
                 }
                 Err(crate::ipc::IpcError::WouldBlock { .. }) => {
@@ -410,6 +423,7 @@ impl NetHosts {
         // does not cross the fabric, but it is still a hop.
         for (bytes, from_proxy) in local {
             self.cpus[i].messages(cluster.now(), 1);
+            self.stack_messages[i] += 1;
             if from_proxy {
                 if let (Some(server), Some(sockets)) =
                     (self.server.as_mut(), self.sockets[i].as_mut())
@@ -443,6 +457,10 @@ impl NetHosts {
                         }
                         self.ack(cluster, i, &r);
                     } else if m.tag == STACK_TAG {
+                        let extra = crate::conventional::Reader::new(&m.payload)
+                            .count()
+                            .saturating_sub(1) as u64;
+                        self.cpus[i].messages(cluster.now(), extra);
                         let mut frames = crate::conventional::Reader::new(&m.payload);
                         while let Some(one) = frames.frame() {
                             match (self.server.as_mut(), self.sockets[i].as_mut()) {
@@ -727,6 +745,8 @@ impl NetRig {
             errors: Vec::new(),
             other_outcomes: Vec::new(),
             stack_inflight: std::collections::BTreeSet::new(),
+            stack_messages: vec![0; n],
+            stack_batches: vec![0; n],
         };
         for c in 0..config.clients {
             let (hi, lo) = ((c / 250) as u8, (c % 250) as u8 + 1);

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod compare;
 mod filter;
 mod run;
 mod validate;
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// Measure the model's speed against baselines run in the same process.
     Bench(bench::BenchArgs),
+    /// Run several scenarios and put hops and CPU per transaction side by side.
+    Compare(compare::CompareArgs),
     /// Test-run an adapter filter on frames: verdict and ns/frame for each.
     Filter(filter::FilterArgs),
     /// Run a scenario: the cluster, its clients and faults; judge its expectations.
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Bench(args) => bench::run(&args),
+        Command::Compare(args) => compare::run(&args),
         Command::Filter(args) => filter::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Validate(args) => validate::run(&args),

@@ -560,7 +560,11 @@ impl HostDriver {
             self.members[m].datagram = None;
         }
         drop(ledger);
-        let arrival = self.ready(m, plan, now)?;
+        let Some(arrival) = self.ready(m, plan, now) else {
+            // Closed loop: the next request after the think time.
+            let at = self.members[m].wait_until.max(plan.start);
+            return (plan.gap.is_none() && at < plan.stop).then_some(at.max(now));
+        };
         if plan.gap.is_some() {
             self.members[m].due.pop_front();
         }

@@ -220,11 +220,14 @@ impl Report {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }
 
-    /// A field by dotted path (`connections.reset`, `processors.2.accepted`,
+    /// A field by dotted path (`connections.reset`, `processors[2].accepted`,
     /// `latency_us.p99`), as a number.
+    /// The leading `report.` is optional and `processors[2]` is the same
+    /// as `processors.2`.
     pub fn field(&self, path: &str) -> Option<f64> {
         let v = serde_json::to_value(self).ok()?;
-        lookup(&v, path)
+        let p = path.strip_prefix("report.").unwrap_or(path);
+        lookup(&v, &p.replace('[', ".").replace(']', ""))
     }
 
     /// The terminal summary.
