@@ -284,6 +284,16 @@ impl Proxy {
         self.outgoing.clear();
     }
 
+    /// The stack processor runs again, with a new TCP/IP instance: the
+    /// sockets the proxy had on the old one are gone (calls on them fail
+    /// with [`SocketError::InvalidSocket`]), and new calls go to the new
+    /// instance.
+    pub fn stack_restored(&mut self) {
+        self.stack_down = false;
+        self.sockets.clear();
+        self.outgoing.clear();
+    }
+
     /// An event from the stack server (untrusted bytes: a malformed one is
     /// ignored).
     pub fn event(&mut self, bytes: &[u8]) {

@@ -15,7 +15,8 @@
 //! - [`processor`]: [`Processor`] — a processor's queue pairs, and the
 //!   routing of its interrupts and DMA completions to them.
 //! - [`stack`]: the TCP/IP instance of each processor (smoltcp over its
-//!   queue pair, zero-copy tokens, neighbour learning from delivered frames).
+//!   queue pairs — it reads from every adapter and sends through the active
+//!   one —, zero-copy tokens, neighbour learning from delivered frames).
 //! - [`client`]: an emulated client host on the LAN with its own TCP/IP.
 //! - [`net`]: the rig with a TCP/IP instance on every processor and client
 //!   hosts, driven by one host model.

@@ -15,16 +15,40 @@
 //! happens on an interrupt, on a message, or at the time the instance or
 //! an application asked for — but never while the CPU is busy with earlier
 //! work: the poll waits until [`Cpu::free_at`].
+//!
+//! ## Several adapters, one address
+//! With more than one adapter, every processor has a queue pair with each.
+//! All adapters hold the same firmware tables (every control message goes
+//! to every adapter that is up), each processor reads frames from all its
+//! queue pairs, and it sends through the *active* adapter's only: the
+//! lowest-numbered adapter up when the previous active one failed (adapter
+//! 0 at first). The cluster's MAC is adapter 0's ([`RigConfig::names`], by default [`adapter_mac`]`(0)`).
+//!
+//! [`NetRig::fail_adapter`] fails an adapter's fabric endpoint (which
+//! silences its LAN port). If it was the active one, the next adapter up
+//! takes the address over: its MAC starts accepting the cluster's MAC, it
+//! sends a gratuitous ARP and an unsolicited neighbour advertisement from
+//! the cluster's MAC (so the LAN switch learns the address at its port),
+//! and the processors send through it from their next poll. Established
+//! connections carry on: the firmware of the new active adapter already
+//! holds their filters, and TCP resends what was lost with the failed one.
+//! [`NetRig::restore_adapter`] brings an adapter back as a standby.
+//!
+//! [`NetRig::fail_processor`] and [`NetRig::restore_processor`] take a
+//! processor away and bring it back with a fresh host side.
 
 use std::net::IpAddr;
 
 use smoltcp::wire::{Ipv4Address, Ipv6Address};
 use snet_fabric::EndpointId;
 use snet_fabric::engine::ComponentId;
-use snet_fabric::network::DmaCompletion;
+use snet_fabric::memory::ProcAddr;
+use snet_fabric::network::{DmaCompletion, FaultTarget};
 use snet_fabric::time::{Duration, Instant};
 use snet_firmware::ProcessorId;
+use snet_firmware::control::{ControlMessage, Envelope, RejectReason};
 use snet_nic_model::mac::{LinkSpeed, MacAddr};
+use snet_nic_model::ring::TxFlags;
 use snet_nic_model::{Cluster, HostModel, StationId};
 
 use crate::app::{AppContext, Application, Mailbox, Reply, STACK_TAG, SYSTEM_TAG};
@@ -33,9 +57,10 @@ use crate::conventional::{Proxy, StackServer};
 use crate::cpu::{Cpu, CpuCosts};
 use crate::ipc::{Ipc, IpcConfig, MessageKind};
 use crate::processor::Processor;
+use crate::queue::{ControlOutcome, QueueState};
 use crate::rig::{NoEvent, Rig, RigConfig, adapter_mac};
 use crate::socket::{SocketApi, SocketConfig, Sockets, SystemMessage, ephemeral_range};
-use crate::stack::{ClusterAddress, ProcessorStack};
+use crate::stack::{ClusterAddress, ProcessorStack, QueueRole, takeover_announcements};
 
 /// The cluster's IPv4 address in the examples and tests.
 pub const CLUSTER_IPV4: Ipv4Address = Ipv4Address::new(198, 18, 0, 10);
@@ -82,6 +107,10 @@ pub struct NetConfig {
     pub cpu: CpuCosts,
     /// The message system.
     pub ipc: IpcConfig,
+    /// How often each processor reports its capacity (its idle CPU, in
+    /// thousandths) to the adapters, for the capacity-weighted policy
+    /// (`None`: never).
+    pub capacity_reports: Option<Duration>,
     /// The cluster's IPv4 address (`None`: IPv6 only).
     pub ipv4: Option<Ipv4Address>,
     /// The cluster's IPv6 address (`None`: IPv4 only).
@@ -97,6 +126,7 @@ impl Default for NetConfig {
             sockets: SocketConfig::default(),
             cpu: CpuCosts::free(),
             ipc: IpcConfig::default(),
+            capacity_reports: None,
             ipv4: Some(CLUSTER_IPV4),
             ipv6: Some(CLUSTER_IPV6),
         }
@@ -151,10 +181,29 @@ pub struct NetHosts {
     /// Conventional stack: (from, to) pairs with a batch of stack messages
     /// awaiting its reply.
     stack_inflight: std::collections::BTreeSet<(usize, usize)>,
+    /// Capacity reports: the interval, and per processor when the last
+    /// one went and the CPU's busy time then.
+    capacity_every: Option<Duration>,
+    capacity_last: Vec<(Instant, Duration)>,
     /// Conventional stack: calls and events each processor sent.
     stack_messages: Vec<u64>,
     /// Conventional stack: requests that carried them across the fabric.
     stack_batches: Vec<u64>,
+    /// Whether each adapter is up.
+    adapter_up: Vec<bool>,
+    /// The adapter every processor sends through (`None`: every adapter is
+    /// down).
+    active: Option<usize>,
+    /// Processors being restored: their queue pairs take interrupts and
+    /// transfers, but they are not polled yet.
+    booting: Vec<bool>,
+    /// The cluster's addresses.
+    address: ClusterAddress,
+    /// Transfers to an adapter that failed meanwhile which ended in error:
+    /// expected, so not counted in [`NetHosts::errors`].
+    pub abandoned_transfers: u64,
+    /// Times an adapter took the cluster's MAC over from a failed one.
+    pub takeovers: u64,
 }
 
 impl std::fmt::Debug for NetHosts {
@@ -203,7 +252,53 @@ impl NetHosts {
     /// TCP/IP process — each counted once, whether it crossed the fabric
     /// (several travel in one request) or stayed in the processor.
     pub fn hops(&self, p: usize) -> u64 {
-        self.ipc.counters(p).requests_sent - self.stack_batches[p] + self.stack_messages[p]
+        self.ipc
+            .counters(p)
+            .requests_sent
+            .saturating_sub(self.stack_batches[p])
+            + self.stack_messages[p]
+    }
+
+    /// The adapter every processor sends through: the lowest-numbered
+    /// adapter that was up when the previous active one failed (`None`
+    /// while every adapter is down).
+    pub fn active_adapter(&self) -> Option<usize> {
+        self.active
+    }
+
+    /// Whether adapter `a` is up.
+    pub fn adapter_up(&self, a: usize) -> bool {
+        self.adapter_up.get(a).copied().unwrap_or(false)
+    }
+
+    /// How a processor's stack uses its queue pair with each adapter now.
+    fn roles(&self) -> Vec<QueueRole> {
+        (0..self.adapters)
+            .map(|a| {
+                if !self.adapter_up[a] {
+                    QueueRole::Idle
+                } else if self.active == Some(a) {
+                    QueueRole::Active
+                } else {
+                    QueueRole::Standby
+                }
+            })
+            .collect()
+    }
+
+    /// Whether a control message of an up processor waits to be sent to,
+    /// or answered by, an adapter that is up.
+    fn control_pending(&self) -> bool {
+        (0..self.processors.len()).any(|i| {
+            (self.up[i] || self.booting[i])
+                && (self.sockets[i]
+                    .as_ref()
+                    .is_some_and(|s| s.control_pending())
+                    || self.processors[i]
+                        .queues()
+                        .iter()
+                        .any(|q| self.adapter_up(q.nic()) && q.control_pending()))
+        })
     }
 
     /// Polls processor `i` now (or when its CPU is free) and schedules its
@@ -226,6 +321,7 @@ impl NetHosts {
             // What the applications queued goes out now.
             next = earliest(next, self.run_stack(cluster, i));
         }
+        next = earliest(next, self.report_capacity(cluster.now(), i));
         self.flush(cluster, i);
         if let Some(at) = self.cpus[i].free_at(cluster.now()) {
             next = Some(next.map_or(at, |n| n.max(at)));
@@ -235,17 +331,42 @@ impl NetHosts {
         }
     }
 
+    /// Sends processor `i`'s capacity report if one is due; returns when
+    /// the next is.
+    fn report_capacity(&mut self, now: Instant, i: usize) -> Option<Instant> {
+        let every = self.capacity_every?;
+        let (last, busy_then) = self.capacity_last[i];
+        let due = last + every;
+        if now < due {
+            return Some(due);
+        }
+        let busy = self.cpus[i].busy();
+        let span = now.saturating_since(last).as_ps().max(1);
+        let used = busy.as_ps().saturating_sub(busy_then.as_ps()).min(span);
+        let idle = 1000 - (used as u128 * 1000 / span as u128) as u32;
+        if let Some(s) = self.sockets[i].as_mut() {
+            // A saturated processor still gets a trickle (weight 1), so it
+            // is never starved of new connections entirely.
+            s.report_capacity(idle.max(1));
+        }
+        self.capacity_last[i] = (now, busy);
+        Some(now + every)
+    }
+
     fn calls(&self, i: usize) -> u64 {
         let local = self.sockets[i].as_ref().map_or(0, |s| s.counters().calls);
         local + self.proxies.get(i).map_or(0, |p| p.calls())
     }
 
-    /// Runs the TCP/IP instance of processor `i`, if it has one.
+    /// Runs the TCP/IP instance of processor `i`, if it has one, over its
+    /// queue pairs: it reads from every adapter and sends through the
+    /// active one.
     fn run_stack(&mut self, cluster: &mut Cluster<NoEvent>, i: usize) -> Option<Instant> {
+        let roles = self.roles();
         let sockets = self.sockets[i].as_mut()?;
-        let qp = self.processors[i].queue_mut(0)?;
+        let qps = self.processors[i].queues_mut();
         let before = sockets.stack.counters().rx_frames + sockets.stack.counters().tx_frames;
-        let r = sockets.stack.poll(cluster, qp);
+        let r = sockets.stack.poll_queues(cluster, qps, &roles);
         let after = sockets.stack.counters().rx_frames + sockets.stack.counters().tx_frames;
         self.cpus[i].segments(cluster.now(), after - before);
         sockets.maintain();
@@ -314,13 +435,25 @@ impl NetHosts {
     }
 
     /// Sends what processor `i`'s library queued: control messages to
-    /// every adapter, system and stack messages to other processors.
+    /// every adapter that is up, system and stack messages to other
+    /// processors.
     fn flush(&mut self, cluster: &mut Cluster<NoEvent>, i: usize) {
         let pid = ProcessorId(i as u16);
+        let live = self.adapter_up.iter().filter(|u| **u).count();
         if let Some(sockets) = self.sockets[i].as_mut() {
             for (op, message) in sockets.take_control() {
-                let env = snet_firmware::control::Envelope::new(pid, message);
+                let env = Envelope::new(pid, message);
                 for q in 0..self.adapters {
+                    if !self.adapter_up[q] {
+                        // A down adapter is brought back in step when it
+                        // returns; with none up, the operation fails.
+                        if live == 0 {
+                            sockets.control_failed(op);
+                        } else {
+                            sockets.control_skipped(op);
+                        }
+                        continue;
+                    }
                     match self.processors[i].queue_mut(q) {
                         Some(qp) => match qp.send_control(cluster, &env) {
                             Ok(seq) => sockets.control_sent(op, q, seq),
@@ -565,7 +698,7 @@ impl HostModel<NoEvent> for NetHosts {
         let Some(i) = self.processor_index(processor) else {
             return;
         };
-        if !self.up[i] {
+        if !self.up[i] && !self.booting[i] {
             return;
         }
         let ipc = &mut self.ipc;
@@ -600,11 +733,21 @@ impl HostModel<NoEvent> for NetHosts {
             return;
         }
         if let Some(i) = self.processor_index(done.requester) {
-            if !self.up[i] {
+            if !self.up[i] && !self.booting[i] {
                 return;
             }
-            if let Err(e) = self.processors[i].on_dma_done(cluster, &done) {
-                self.errors.push(format!("P{i}: {e}"));
+            for q in 0..self.processors[i].queues().len() {
+                let qp = self.processors[i].queue_mut(q).expect("index in range");
+                let nic = qp.nic();
+                match qp.on_dma_done(cluster, &done) {
+                    Ok(false) => continue,
+                    Ok(true) => {}
+                    // A doorbell or mailbox write to an adapter that failed
+                    // meanwhile: expected.
+                    Err(_) if !self.adapter_up(nic) => self.abandoned_transfers += 1,
+                    Err(e) => self.errors.push(format!("P{i}: {e}")),
+                }
+                break;
             }
         }
     }
@@ -627,6 +770,42 @@ pub struct NetRig {
     pub hosts: NetHosts,
     /// Processor endpoints.
     pub processors: Vec<EndpointId>,
+    /// What was built (for rebuilding a restored processor's side).
+    config: NetConfig,
+    /// Times each processor was restored (its new TCP/IP instance's seed
+    /// differs from the old one's).
+    restarts: Vec<u64>,
+}
+
+/// A processor's sockets on a new TCP/IP instance: the cluster's addresses,
+/// the processor's own ephemeral range, a seed from the rig's seed, the
+/// processor and how often it was restored.
+fn new_sockets(
+    config: &NetConfig,
+    address: ClusterAddress,
+    p: usize,
+    n: usize,
+    mtu: usize,
+    restarts: u64,
+    now: Instant,
+) -> Sockets {
+    let seed = config
+        .rig
+        .seed
+        .wrapping_mul(1000)
+        .wrapping_add(p as u64)
+        .wrapping_add(restarts.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let stack = ProcessorStack::new(address, seed, mtu, now);
+    let mut sc = config.sockets.clone();
+    sc.adapters = usize::from(config.rig.adapters);
+    sc.ephemeral = ephemeral_range(p, n);
+    Sockets::new(
+        stack,
+        p,
+        config.ipv4.map(IpAddr::V4),
+        config.ipv6.map(IpAddr::V6),
+        sc,
+    )
 }
 
 impl NetRig {
@@ -652,6 +831,7 @@ impl NetRig {
         }
         let seed = rig_config.seed;
         let memory = rig_config.fabric.memory_size;
+        let queue_chunk = rig_config.queue.chunk as usize;
         let adapters = usize::from(rig_config.adapters);
         let rig = Rig::new(rig_config)?;
         let Rig {
@@ -670,7 +850,7 @@ impl NetRig {
             ));
         }
         let address = ClusterAddress {
-            mac: adapter_mac(0).0,
+            mac: config.rig.names.first().map_or(adapter_mac(0), |n| n.1).0,
             ipv4: config.ipv4.map(|a| (a, 15)),
             ipv6: config.ipv6.map(|a| (a, 64)),
         };
@@ -695,23 +875,11 @@ impl NetRig {
                 StackMode::Conventional { at } => at == i,
             };
             if runs_stack {
-                let mtu = p.queues()[0].setup().chunk as usize;
-                let stack = ProcessorStack::new(
-                    address,
-                    seed.wrapping_mul(1000).wrapping_add(i as u64),
-                    mtu,
-                    now,
-                );
-                let mut sc = config.sockets.clone();
-                sc.adapters = adapters;
-                sc.ephemeral = ephemeral_range(i, n);
-                sockets.push(Some(Sockets::new(
-                    stack,
-                    i,
-                    config.ipv4.map(IpAddr::V4),
-                    config.ipv6.map(IpAddr::V6),
-                    sc,
-                )));
+                let mtu = p
+                    .queues()
+                    .first()
+                    .map_or(queue_chunk, |q| q.setup().chunk as usize);
+                sockets.push(Some(new_sockets(&config, address, i, n, mtu, 0, now)));
             } else {
                 sockets.push(None);
             }
@@ -745,8 +913,16 @@ impl NetRig {
             errors: Vec::new(),
             other_outcomes: Vec::new(),
             stack_inflight: std::collections::BTreeSet::new(),
+            capacity_every: config.capacity_reports,
+            capacity_last: vec![(now, Duration::ZERO); n],
             stack_messages: vec![0; n],
             stack_batches: vec![0; n],
+            adapter_up: vec![true; adapters],
+            active: (adapters > 0).then_some(0),
+            booting: vec![false; n],
+            address,
+            abandoned_transfers: 0,
+            takeovers: 0,
         };
         for c in 0..config.clients {
             let (hi, lo) = ((c / 250) as u8, (c % 250) as u8 + 1);
@@ -770,6 +946,8 @@ impl NetRig {
             cluster,
             hosts,
             processors,
+            config,
+            restarts: vec![0; n],
         })
     }
 
@@ -809,16 +987,17 @@ impl NetRig {
         Ok(())
     }
 
-    /// Sends a control message from processor `p` (index) to adapter 0,
-    /// outside the socket library, and waits (up to 1 ms of virtual time)
-    /// for the answer.
+    /// Sends a control message from processor `p` (index) to the active
+    /// adapter (adapter 0 until it fails), outside the socket library, and
+    /// waits (up to 1 ms of virtual time) for the answer.
     pub fn control(
         &mut self,
         p: usize,
         message: snet_firmware::control::ControlMessage,
     ) -> crate::ControlOutcome {
         let env = snet_firmware::control::Envelope::new(ProcessorId(p as u16), message);
-        let Some(qp) = self.hosts.processors[p].queue_mut(0) else {
+        let q = self.hosts.active.unwrap_or(0);
+        let Some(qp) = self.hosts.processors[p].queue_mut(q) else {
             return crate::ControlOutcome::Refused(snet_nic_model::regs::StatusCode::NoResources);
         };
         let seq = match qp.send_control(&mut self.cluster, &env) {
@@ -836,7 +1015,7 @@ impl NetRig {
                 .hosts
                 .other_outcomes
                 .iter()
-                .position(|o| (o.0, o.1, o.2) == (p, 0, seq))
+                .position(|o| (o.0, o.1, o.2) == (p, q, seq))
             {
                 return self.hosts.other_outcomes.remove(k).3;
             }
@@ -891,6 +1070,348 @@ impl NetRig {
             let now = self.cluster.now();
             for (i, proxy) in self.hosts.proxies.iter_mut().enumerate() {
                 proxy.stack_failed();
+                self.cluster.wake_host(self.hosts.components[i], now);
+            }
+        }
+    }
+
+    /// Restores processor `p` (index) after [`NetRig::fail_processor`]:
+    /// its fabric endpoint comes back (the adapters are told it is up), its
+    /// host side is rebuilt — queue pairs created anew with every adapter
+    /// (the old ones' AVT windows closed), a new TCP/IP instance with the
+    /// processor's own ephemeral range, a fresh CPU, and the message system
+    /// open to it again — the rig runs until its queue pairs are ready and
+    /// every adapter's firmware has it live again (a `ProcessorUp` from it),
+    /// and it is polled from then on.
+    ///
+    /// Applications are not respawned: the caller starts them again with
+    /// [`NetRig::spawn`] (they then listen and register anew). Connections
+    /// the processor had before it failed are gone.
+    ///
+    /// On the conventional stack, a restored non-stack processor gets a
+    /// fresh proxy; a restored stack processor gets a fresh stack server,
+    /// and every processor's proxy reconnects to it (the sockets the proxies
+    /// had on the old instance are gone; new calls go to the new one).
+    ///
+    /// Fails if `p` is not a failed processor, if an adapter is down (the
+    /// queue pairs are rebuilt with every adapter: restore it first), or if
+    /// the queue pairs or the adapters do not answer within 10 ms of virtual
+    /// time.
+    pub fn restore_processor(&mut self, p: usize) -> Result<(), String> {
+        let n = self.hosts.processors.len();
+        if p >= n {
+            return Err(format!("no processor {p} (there are {n})"));
+        }
+        if self.hosts.up[p] {
+            return Err(format!("processor {p} is up"));
+        }
+        if let Some(a) = self.hosts.adapter_up.iter().position(|u| !u) {
+            return Err(format!(
+                "adapter {a} is down: restore it before processor {p} (a processor's queue pairs are rebuilt with every adapter)"
+            ));
+        }
+        let ep = self.processors[p];
+        for qp in self.hosts.processors[p].queues() {
+            qp.close_windows(&mut self.cluster);
+        }
+        self.cluster
+            .restore(FaultTarget::Endpoint(ep))
+            .map_err(|e| e.to_string())?;
+        self.hosts.processors[p] = Processor::new(ep, ProcAddr(0));
+        self.hosts.other_outcomes.retain(|o| o.0 != p);
+        self.hosts.booting[p] = true;
+        let booted = self.boot(p);
+        self.hosts.booting[p] = false;
+        if let Err(e) = booted {
+            // Down again, as before the call (the adapters drop what was
+            // set up): a later call starts over.
+            if let Err(f) = self.cluster.fail(FaultTarget::Endpoint(ep)) {
+                self.hosts.errors.push(f.to_string());
+            }
+            return Err(e);
+        }
+        let now = self.cluster.now();
+        self.hosts.cpus[p] = Cpu::new(self.config.cpu);
+        self.hosts.ipc.processor_restored(p);
+        self.restarts[p] += 1;
+        let mtu = self.config.rig.queue.chunk as usize;
+        let mode = self.hosts.mode;
+        let runs_stack = match mode {
+            StackMode::Parallel => true,
+            StackMode::Conventional { at } => at == p,
+        };
+        if runs_stack {
+            self.hosts.sockets[p] = Some(new_sockets(
+                &self.config,
+                self.hosts.address,
+                p,
+                n,
+                mtu,
+                self.restarts[p],
+                now,
+            ));
+        }
+        self.hosts
+            .stack_inflight
+            .retain(|&(from, to)| from != p && to != p);
+        if let StackMode::Conventional { at } = mode {
+            let max_payload = self.config.ipc.max_payload();
+            if at == p {
+                self.hosts.server = Some(StackServer::new(
+                    at,
+                    self.config.sockets.clone(),
+                    max_payload,
+                ));
+                for proxy in self.hosts.proxies.iter_mut() {
+                    proxy.stack_restored();
+                }
+            }
+            self.hosts.proxies[p] = Proxy::new(p, at, self.config.sockets.clone(), max_payload);
+        }
+        self.hosts.up[p] = true;
+        self.wake_all();
+        Ok(())
+    }
+
+    /// Creates processor `p`'s queue pairs with every adapter and runs the
+    /// rig until they are ready and every adapter accepted its
+    /// `ProcessorUp`.
+    fn boot(&mut self, p: usize) -> Result<(), String> {
+        for a in 0..self.hosts.adapters {
+            self.hosts.processors[p]
+                .add_queue(&mut self.cluster, a, self.config.rig.queue)
+                .map_err(|e| format!("P{p}: queue pair with adapter {a}: {e}"))?;
+        }
+        let deadline = self.cluster.now() + Duration::from_ms(10);
+        let ready = |h: &NetHosts| {
+            h.processors[p]
+                .queues()
+                .iter()
+                .all(|q| q.state() == QueueState::Ready)
+        };
+        while !ready(&self.hosts) {
+            if self.cluster.now() >= deadline || !self.cluster.step(deadline, &mut self.hosts) {
+                return Err(format!(
+                    "P{p}: queue pairs not ready after 10 ms: {:?}",
+                    self.hosts.processors[p]
+                        .queues()
+                        .iter()
+                        .map(|q| q.state())
+                        .collect::<Vec<_>>()
+                ));
+            }
+        }
+        let pid = ProcessorId(p as u16);
+        let env = Envelope::new(pid, ControlMessage::ProcessorUp(pid));
+        let mut waiting = Vec::new();
+        for a in 0..self.hosts.adapters {
+            let qp = self.hosts.processors[p]
+                .queue_mut(a)
+                .expect("one queue pair per adapter");
+            let seq = qp
+                .send_control(&mut self.cluster, &env)
+                .map_err(|e| format!("P{p}: processor_up to adapter {a}: {e}"))?;
+            waiting.push((a, seq));
+        }
+        while !waiting.is_empty() {
+            let outcomes = &mut self.hosts.other_outcomes;
+            let mut refused = None;
+            waiting.retain(|&(a, seq)| {
+                match outcomes.iter().position(|o| (o.0, o.1, o.2) == (p, a, seq)) {
+                    Some(k) => {
+                        match outcomes.remove(k).3 {
+                            ControlOutcome::Accepted
+                            | ControlOutcome::Rejected(RejectReason::AlreadyUp) => {}
+                            other => refused = Some((a, other)),
+                        }
+                        false
+                    }
+                    None => true,
+                }
+            });
+            if let Some((a, o)) = refused {
+                return Err(format!("P{p}: adapter {a} refused processor_up: {o:?}"));
+            }
+            if waiting.is_empty() {
+                break;
+            }
+            if self.cluster.now() >= deadline || !self.cluster.step(deadline, &mut self.hosts) {
+                return Err(format!(
+                    "P{p}: adapters {:?} did not answer processor_up within 10 ms",
+                    waiting.iter().map(|w| w.0).collect::<Vec<_>>()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails adapter `a` now: its fabric endpoint goes down, which silences
+    /// its LAN port. Control messages it was sent and had not answered are
+    /// no longer waited for, and it gets none until restored. If it was the
+    /// active adapter, the lowest-numbered adapter still up takes the
+    /// cluster's address over: its MAC starts accepting the cluster's MAC,
+    /// a processor (the firmware's master, or else the lowest-numbered one
+    /// up) sends a gratuitous ARP and an unsolicited neighbour advertisement
+    /// from it through that adapter (the LAN switch learns the MAC at its
+    /// port, so clients' next frames reach it), and every processor sends
+    /// through it from its next poll. Its firmware already holds every
+    /// listener and connection filter (they were registered with every
+    /// adapter), so established connections survive; what was in flight
+    /// through the failed adapter is resent by TCP. A connection still in
+    /// its handshake does not: the new active adapter never saw its SYN
+    /// (provisional entries are each adapter's own), so the client's last
+    /// ACK reaches the master processor, which resets it.
+    ///
+    /// `Err` if `a` is no adapter or already down, or if the announcement
+    /// could not be posted (the takeover itself has happened then; the LAN
+    /// learns the address at the first frame a processor sends).
+    pub fn fail_adapter(&mut self, a: usize) -> Result<(), String> {
+        let n = self.hosts.adapters;
+        if a >= n {
+            return Err(format!("no adapter {a} (there are {n})"));
+        }
+        if !self.hosts.adapter_up[a] {
+            return Err(format!("adapter {a} is already down"));
+        }
+        let ep = self.cluster.nics[a].endpoint();
+        self.cluster
+            .fail(FaultTarget::Endpoint(ep))
+            .map_err(|e| e.to_string())?;
+        self.hosts.adapter_up[a] = false;
+        for i in 0..self.hosts.processors.len() {
+            if let Some(qp) = self.hosts.processors[i].queue_mut(a) {
+                qp.adapter_failed();
+            }
+            if let Some(s) = self.hosts.sockets[i].as_mut() {
+                s.adapter_down(a);
+            }
+        }
+        let mut taken = Ok(());
+        if self.hosts.active == Some(a) {
+            self.hosts.active = self.hosts.adapter_up.iter().position(|u| *u);
+            if let Some(b) = self.hosts.active {
+                taken = self.take_over(b);
+            }
+        }
+        self.wake_all();
+        taken
+    }
+
+    /// Restores adapter `a` after [`NetRig::fail_adapter`]. It comes back
+    /// as a standby: the active adapter stays active (no fail-back, which
+    /// would disturb the connections a second time), and `a` becomes active
+    /// again only if the active one fails (or at once, if no adapter was
+    /// up).
+    ///
+    /// Its fabric endpoint is restored first with its LAN port held down,
+    /// and the rig runs (at most 10 ms of virtual time) until the adapter
+    /// has dealt with the frames its processors had posted before it failed
+    /// (they are stale: they go nowhere, so the LAN keeps the cluster's MAC
+    /// at the active adapter's port) and until no control message is on its
+    /// way to the adapters that stayed up. Then, at one instant, its
+    /// firmware is brought in step with the active adapter's (a table dump,
+    /// see [`Cluster::resync_nic`]: it holds exactly what they applied), it
+    /// is counted up again (it gets every control message from now on, and
+    /// the processors read its queue pairs), its MAC accepts the cluster's
+    /// MAC too, and its port comes up.
+    pub fn restore_adapter(&mut self, a: usize) -> Result<(), String> {
+        let n = self.hosts.adapters;
+        if a >= n {
+            return Err(format!("no adapter {a} (there are {n})"));
+        }
+        if self.hosts.adapter_up[a] {
+            return Err(format!("adapter {a} is up"));
+        }
+        let ep = self.cluster.nics[a].endpoint();
+        self.cluster
+            .restore(FaultTarget::Endpoint(ep))
+            .map_err(|e| e.to_string())?;
+        let station = match self.cluster.port(a) {
+            Some(snet_nic_model::PortAttachment::Lan(st)) => Some(st),
+            _ => None,
+        };
+        if let Some(st) = station {
+            self.cluster.lan.set_up(st, false);
+        }
+        let deadline = self.cluster.now() + Duration::from_ms(10);
+        while self.cluster.nics[a].tx_pending() || self.hosts.control_pending() {
+            if self.cluster.now() >= deadline || !self.cluster.step(deadline, &mut self.hosts) {
+                if let Some(st) = station {
+                    self.cluster.lan.set_up(st, true);
+                }
+                return Err(format!(
+                    "adapter {a}: stale frames or control messages still on their way after 10 ms"
+                ));
+            }
+        }
+        let joined = self.join(a);
+        if let Some(st) = station {
+            self.cluster.lan.set_up(st, true);
+        }
+        joined?;
+        self.wake_all();
+        Ok(())
+    }
+
+    /// Restored adapter `a` joins the others (see
+    /// [`NetRig::restore_adapter`]).
+    fn join(&mut self, a: usize) -> Result<(), String> {
+        if let Some(from) = self.hosts.active {
+            self.cluster
+                .resync_nic(a, from)
+                .map_err(|e| e.to_string())?;
+        }
+        self.cluster.nics[a]
+            .accept_unicast(MacAddr(self.hosts.address.mac))
+            .map_err(|e| e.to_string())?;
+        self.hosts.adapter_up[a] = true;
+        if self.hosts.active.is_none() {
+            self.hosts.active = Some(a);
+            self.take_over(a)?;
+        }
+        Ok(())
+    }
+
+    /// Adapter `b` takes the cluster's MAC over: accepts it, and announces
+    /// it on the LAN from its port.
+    fn take_over(&mut self, b: usize) -> Result<(), String> {
+        let mac = MacAddr(self.hosts.address.mac);
+        self.cluster.nics[b]
+            .accept_unicast(mac)
+            .map_err(|e| e.to_string())?;
+        self.hosts.takeovers += 1;
+        let master = self.cluster.nics[b]
+            .firmware()
+            .master()
+            .map(|m| usize::from(m.0))
+            .filter(|&m| self.hosts.up.get(m).copied().unwrap_or(false));
+        let Some(sender) = master.or_else(|| self.hosts.up.iter().position(|u| *u)) else {
+            // No processor to send it: the LAN learns the address at the
+            // first frame a processor sends through the adapter.
+            return Ok(());
+        };
+        for frame in takeover_announcements(&self.hosts.address) {
+            let qp = self.hosts.processors[sender]
+                .queue_mut(b)
+                .ok_or_else(|| format!("P{sender} has no queue pair with adapter {b}"))?;
+            let buf = qp.tx_buffer().ok_or_else(|| {
+                format!("P{sender}: no free buffer for the takeover announcement")
+            })?;
+            qp.buffer_mut(&mut self.cluster.fabric, &buf)[..frame.len()].copy_from_slice(&frame);
+            if let Err(e) = qp.send(&mut self.cluster, buf, frame.len() as u32, TxFlags::empty()) {
+                let why = e.to_string();
+                qp.release(e.into_buffer());
+                return Err(format!("P{sender}: takeover announcement: {why}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls every processor that is up (now, or when its CPU is free).
+    fn wake_all(&mut self) {
+        let now = self.cluster.now();
+        for i in 0..self.hosts.processors.len() {
+            if self.hosts.up[i] {
                 self.cluster.wake_host(self.hosts.components[i], now);
             }
         }

@@ -72,6 +72,12 @@ impl Processor {
         &self.queues
     }
 
+    /// The queue pairs, mutable (index `i` is the queue pair with adapter
+    /// `i` when one was created per adapter in order).
+    pub fn queues_mut(&mut self) -> &mut [QueuePair] {
+        &mut self.queues
+    }
+
     /// One queue pair.
     pub fn queue_mut(&mut self, i: usize) -> Option<&mut QueuePair> {
         self.queues.get_mut(i)

@@ -762,6 +762,39 @@ impl QueuePair {
         Ok(())
     }
 
+    /// The adapter failed: the control messages queued for its mailbox or
+    /// waiting for its answer are dropped (none will be answered), and the
+    /// queue pair forgets its transfers to the adapter still under way
+    /// (their failures are expected, not errors). The rings and buffers stay
+    /// as they are: a restored adapter carries on with them. Returns how
+    /// many control messages were dropped.
+    pub fn adapter_failed(&mut self) -> usize {
+        let dropped = self.mailbox_queue.len() + usize::from(self.mailbox_busy);
+        self.mailbox_queue.clear();
+        self.mailbox_busy = false;
+        self.pending.clear();
+        dropped
+    }
+
+    /// Closes the queue pair's windows in the processor's AVT (the
+    /// adapter's keys to its rings and buffers stop working), for a queue
+    /// pair that is given up, such as a failed processor's before it is
+    /// rebuilt. Windows already closed are skipped.
+    pub fn close_windows<H: Traced>(&self, cluster: &mut Cluster<H>) {
+        let w = self.windows;
+        for a in [w.rx_ring, w.tx_ring, w.cq_ring, w.irq, w.admin, w.buffers] {
+            let mut lift = Lift::new(&mut cluster.engine);
+            let _ = cluster
+                .fabric
+                .avt_unregister(&mut lift, self.processor, a.key());
+        }
+    }
+
+    /// Whether a control message waits for the mailbox or for its answer.
+    pub fn control_pending(&self) -> bool {
+        self.mailbox_busy || !self.mailbox_queue.is_empty()
+    }
+
     /// Control-message outcomes that arrived, oldest first.
     pub fn take_outcomes(&mut self) -> Vec<(u32, ControlOutcome)> {
         self.outcomes.drain(..).collect()
@@ -812,7 +845,11 @@ impl QueuePair {
                     && self.state == QueueState::Creating
                 {
                     match code {
-                        Some(StatusCode::Ok) => {
+                        // QueueExists while creating: a retried doorbell
+                        // write delivered the command twice (the fabric
+                        // retries a write whose acknowledgement was late),
+                        // and the first copy created this very queue.
+                        Some(StatusCode::Ok | StatusCode::QueueExists) => {
                             self.state = QueueState::Ready;
                             self.refill(cluster)?;
                         }

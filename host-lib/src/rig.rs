@@ -56,6 +56,9 @@ pub struct RigConfig {
     /// [`processor_endpoint`] and [`adapter_endpoint`]; `None`: one router
     /// per plane.
     pub topology: Option<Topology>,
+    /// Each adapter's name and MAC, in adapter order (missing entries:
+    /// `lan<i>` and [`adapter_mac`]`(i)`).
+    pub names: Vec<(String, MacAddr)>,
 }
 
 impl Default for RigConfig {
@@ -75,6 +78,7 @@ impl Default for RigConfig {
             client_speed: LinkSpeed::GBIT_10,
             seed: 1,
             topology: None,
+            names: Vec::new(),
         }
     }
 }
@@ -231,8 +235,11 @@ impl Rig {
                 .map_err(|e| e.to_string())?;
         for (i, &a) in adapters.iter().enumerate() {
             let mut nc = config.nic.clone();
-            nc.name = format!("lan{i}");
-            nc.mac.address = adapter_mac(i as u16);
+            (nc.name, nc.mac.address) = config
+                .names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| (format!("lan{i}"), adapter_mac(i as u16)));
             nc.processors = processors.clone();
             nc.firmware.processor_count = config.processors;
             let idx = cluster.add_nic(nc, a).map_err(|e| e.to_string())?;
@@ -265,13 +272,24 @@ impl Rig {
         let deadline = rig.cluster.now() + Duration::from_ms(10);
         while !rig.all_ready() {
             if rig.cluster.now() >= deadline || !rig.cluster.step(deadline, &mut rig.hosts) {
+                let pending: Vec<String> = rig
+                    .hosts
+                    .processors
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, p)| {
+                        p.queues()
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, q)| q.state() != QueueState::Ready)
+                            .map(move |(a, q)| format!("P{i} with adapter {a}: {:?}", q.state()))
+                    })
+                    .collect();
                 return Err(format!(
-                    "queue pairs not ready after 10 ms: {:?}",
-                    rig.hosts
-                        .processors
-                        .iter()
-                        .flat_map(|p| p.queues().iter().map(|q| q.state()))
-                        .collect::<Vec<_>>()
+                    "{} queue pairs not ready after 10 ms: {}{}",
+                    pending.len(),
+                    pending[..pending.len().min(8)].join(", "),
+                    if pending.len() > 8 { ", …" } else { "" }
                 ));
             }
         }

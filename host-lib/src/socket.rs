@@ -11,7 +11,9 @@
 //! Every firmware change is a control message to **every** adapter serving
 //! the cluster IP (so a backup adapter holds the same filters); an operation
 //! completes when every adapter has answered, and fails with the first
-//! refusal.
+//! refusal. An adapter that is down is skipped, and one that fails before
+//! answering is no longer waited for (see [`Sockets::control_skipped`] and
+//! [`Sockets::adapter_down`]): it is brought back in step when restored.
 //! - `listen` registers the listener ([`ControlMessage::RegisterListener`]);
 //!   the socket reports [`SocketState::Registering`] until the adapters
 //!   agree, and a refused registration (the port is owned exclusively by
@@ -717,6 +719,13 @@ impl Sockets {
         std::mem::take(&mut self.control_out)
     }
 
+    /// Reports this processor's capacity to every adapter (a weight for
+    /// the capacity-weighted distribution policy; 0 takes the processor
+    /// out of the rotation). Nobody waits for the answer.
+    pub fn report_capacity(&mut self, capacity: u32) {
+        self.control(OpKind::Background, ControlMessage::CapacityReport(capacity));
+    }
+
     /// Whether control messages wait to be sent.
     pub fn has_control(&self) -> bool {
         !self.control_out.is_empty()
@@ -732,6 +741,36 @@ impl Sockets {
     /// model records why); it counts as that adapter's refusal.
     pub fn control_failed(&mut self, op: u64) {
         self.answer(op, Some(RejectReason::ProcessorNotLive));
+    }
+
+    /// Operation `op`'s message was not sent to an adapter because that
+    /// adapter is down: it counts as that adapter's consent (a failed
+    /// adapter holds no state that could disagree; it is brought back in
+    /// step with the others when it returns).
+    pub fn control_skipped(&mut self, op: u64) {
+        self.answer(op, None);
+    }
+
+    /// Adapter `adapter` failed: the messages it was sent and has not
+    /// answered will never be answered; each counts as skipped
+    /// ([`Sockets::control_skipped`]). Returns how many there were.
+    pub fn adapter_down(&mut self, adapter: usize) -> usize {
+        let lost: Vec<(usize, u32)> = self
+            .sent
+            .range((adapter, 0)..=(adapter, u32::MAX))
+            .map(|(&k, _)| k)
+            .collect();
+        for k in &lost {
+            if let Some(op) = self.sent.remove(k) {
+                self.answer(op, None);
+            }
+        }
+        lost.len()
+    }
+
+    /// Whether control messages wait to be sent or to be answered.
+    pub fn control_pending(&self) -> bool {
+        !self.control_out.is_empty() || !self.sent.is_empty()
     }
 
     /// An adapter answered message `seq`; false if it was not one of the

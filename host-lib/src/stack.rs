@@ -1,11 +1,20 @@
-//! A TCP/IP instance per processor: smoltcp over the processor's queue pair.
+//! A TCP/IP instance per processor: smoltcp over the processor's queue pairs.
 //!
 //! Every processor runs its own instance with the cluster's single IP and
-//! MAC. Its `phy::Device` lends the queue pair's DMA buffers: a receive
+//! MAC. Its `phy::Device` lends the queue pairs' DMA buffers: a receive
 //! token hands smoltcp the frame in place in processor memory (dropping it
 //! reposts the buffer), a transmit token lets smoltcp build the frame
 //! directly in a pool chunk, which is then posted to the TX ring. No payload
 //! is copied on the host side.
+//!
+//! ## Several adapters
+//! A processor has one queue pair per adapter. The instance reads frames
+//! from every queue pair but sends only through the *active* adapter's
+//! ([`QueueRole`]): the adapters hold the same filters, so whichever one the
+//! LAN delivers a frame to hands it to the right processor, and every frame
+//! leaves through the one port the LAN knows the cluster's MAC at.
+//! Group-addressed frames (broadcast, multicast) reach every adapter's port;
+//! only the active adapter's copy is used.
 //!
 //! ## Neighbours
 //! The adapter sends unmatched traffic — ARP and neighbour discovery among
@@ -78,6 +87,25 @@ pub struct StackCounters {
     /// Frames fed to the instance from outside the queue pair (a handed-off
     /// connection's queued frames).
     pub injected: u64,
+    /// Group-addressed frames dropped because they came through an adapter
+    /// other than the active one (which delivers its own copy).
+    pub standby_dropped: u64,
+}
+
+/// How a poll of the instance uses one of the processor's queue pairs (one
+/// per adapter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueRole {
+    /// Its adapter is down: frames it delivered before it failed are still
+    /// read, but the queue pair is not polled (no doorbell would reach the
+    /// adapter) and nothing is sent through it.
+    Idle,
+    /// A standby adapter's: polled and read, nothing sent through it;
+    /// group-addressed frames are dropped.
+    Standby,
+    /// The active adapter's: polled, read, and the one every frame is sent
+    /// through.
+    Active,
 }
 
 /// What the library does with received TCP frames before its TCP/IP
@@ -198,12 +226,14 @@ fn capabilities(mtu: usize) -> DeviceCapabilities {
     caps
 }
 
-/// What the tokens of one poll did, applied to the queue pair afterwards.
+/// What the tokens of one poll did, applied to the queue pairs afterwards.
 #[derive(Default)]
 struct Log {
-    /// RX chunks lent to smoltcp (given back after the poll).
-    received: Vec<u32>,
-    /// TX chunks reserved for a token (posted if written, released if not).
+    /// RX chunks lent to smoltcp (given back after the poll), with their
+    /// queue pair.
+    received: Vec<(usize, u32)>,
+    /// TX chunks of the active queue pair reserved for a token (posted if
+    /// written, released if not).
     reserved: Vec<TxBuffer>,
     /// TX chunks written, with their length.
     written: Vec<(u32, usize)>,
@@ -211,12 +241,16 @@ struct Log {
     dropped: u64,
 }
 
-/// The queue pair as a smoltcp device, for one poll. A receive token lends
-/// the frame in place; its paired transmit token (smoltcp may answer while
-/// it reads) writes into another chunk reserved beforehand, so both are
-/// views of disjoint parts of processor memory, and nothing is copied.
+/// The queue pairs as one smoltcp device, for one poll. A receive token
+/// lends the frame in place; its paired transmit token (smoltcp may answer
+/// while it reads) writes into a chunk of the active queue pair reserved
+/// beforehand, so both are views of disjoint parts of processor memory, and
+/// nothing is copied.
 struct QueueDevice<'a> {
-    qp: &'a mut QueuePair,
+    qps: &'a mut [QueuePair],
+    roles: &'a [QueueRole],
+    /// The active queue pair, if any adapter is up.
+    tx: Option<usize>,
     fabric: &'a mut Fabric,
     processor: snet_fabric::EndpointId,
     log: RefCell<Log>,
@@ -266,18 +300,55 @@ impl phy::TxToken for Tx<'_> {
     }
 }
 
-/// Reserves a TX chunk for a token (logged, so it is posted if written and
-/// released if not) and returns it as a slice of processor memory.
+/// Reserves a TX chunk of the active queue pair `tx` for a token (logged,
+/// so it is posted if written and released if not) and returns it as a
+/// slice of processor memory.
 fn reserve_slice<'s>(
-    qp: &mut QueuePair,
+    qps: &mut [QueuePair],
+    tx: Option<usize>,
     fabric: &'s mut Fabric,
     processor: snet_fabric::EndpointId,
     log: &RefCell<Log>,
 ) -> Option<(u32, &'s mut [u8])> {
+    let qp = qps.get_mut(tx?)?;
     let (chunk, at) = reserve(qp, log)?;
     let size = qp.setup().chunk as u64;
     let m = fabric.memory_mut(processor).ok()?;
     Some((chunk, m.slice_mut(at, size).ok()?))
+}
+
+impl QueueDevice<'_> {
+    /// The queue pair whose next frame goes to smoltcp: the first, in
+    /// adapter order, with a frame left once group-addressed frames of
+    /// non-active queue pairs are dropped and frames held back or dropped
+    /// for a hand-off are taken.
+    fn next_rx(&mut self) -> Option<usize> {
+        for q in 0..self.qps.len() {
+            let active = self.roles.get(q) == Some(&QueueRole::Active);
+            while let Some(frame) = self.qps[q].peek(self.fabric) {
+                if !active && frame.first().is_some_and(|b| b & 1 == 1) {
+                    self.counters.standby_dropped += 1;
+                } else if self.steering.active() {
+                    match self.steering.classify(frame) {
+                        Steer::Pass => return Some(q),
+                        Steer::Divert(t) => {
+                            let copy = frame.to_vec();
+                            self.steering.diverted.entry(t).or_default().push(copy);
+                            self.counters.diverted += 1;
+                        }
+                        Steer::Stray => self.counters.strays += 1,
+                    }
+                } else {
+                    return Some(q);
+                }
+                let Some((chunk, _, _)) = self.qps[q].take_received() else {
+                    break;
+                };
+                self.log.get_mut().received.push((q, chunk));
+            }
+        }
+        None
+    }
 }
 
 fn reserve(qp: &mut QueuePair, log: &RefCell<Log>) -> Option<(u32, snet_fabric::memory::ProcAddr)> {
@@ -310,7 +381,8 @@ impl<'a> phy::Device for QueueDevice<'a> {
         {
             self.counters.neighbours_learnt += 1;
             if let Some(a) = announcement(&self.address, ip, mac) {
-                let chunk = reserve_slice(self.qp, self.fabric, self.processor, &self.log);
+                let chunk =
+                    reserve_slice(self.qps, self.tx, self.fabric, self.processor, &self.log);
                 return Some((
                     Rx::Owned(a),
                     Tx {
@@ -322,7 +394,7 @@ impl<'a> phy::Device for QueueDevice<'a> {
         }
         if let Some(f) = self.steering.inject.pop_front() {
             self.counters.injected += 1;
-            let chunk = reserve_slice(self.qp, self.fabric, self.processor, &self.log);
+            let chunk = reserve_slice(self.qps, self.tx, self.fabric, self.processor, &self.log);
             return Some((
                 Rx::Owned(f),
                 Tx {
@@ -331,28 +403,17 @@ impl<'a> phy::Device for QueueDevice<'a> {
                 },
             ));
         }
-        // Frames held back or dropped for a hand-off never reach smoltcp.
-        while self.steering.active() {
-            let frame = self.qp.peek(self.fabric)?;
-            match self.steering.classify(frame) {
-                Steer::Pass => break,
-                Steer::Divert(t) => {
-                    let copy = frame.to_vec();
-                    self.steering.diverted.entry(t).or_default().push(copy);
-                    self.counters.diverted += 1;
-                }
-                Steer::Stray => self.counters.strays += 1,
-            }
-            let (chunk, _, _) = self.qp.take_received()?;
-            self.log.get_mut().received.push(chunk);
-        }
+        // Frames held back or dropped for a hand-off, and copies of group
+        // frames from adapters other than the active one, never reach smoltcp.
+        let r = self.next_rx()?;
         // A peer seen for the first time: announce it before its frame.
-        let frame = self.qp.peek(self.fabric)?;
+        let frame = self.qps[r].peek(self.fabric)?;
         if let Some((ip, mac)) = source_of(frame) {
             if self.learnt.insert((ip, mac)) {
                 self.counters.neighbours_learnt += 1;
                 if let Some(a) = announcement(&self.address, ip, mac) {
-                    let chunk = reserve_slice(self.qp, self.fabric, self.processor, &self.log);
+                    let chunk =
+                        reserve_slice(self.qps, self.tx, self.fabric, self.processor, &self.log);
                     return Some((
                         Rx::Owned(a),
                         Tx {
@@ -363,15 +424,17 @@ impl<'a> phy::Device for QueueDevice<'a> {
                 }
             }
         }
-        let (rx_chunk, len, _) = self.qp.take_received()?;
-        self.log.get_mut().received.push(rx_chunk);
+        let (rx_chunk, len, _) = self.qps[r].take_received()?;
+        self.log.get_mut().received.push((r, rx_chunk));
         self.counters.rx_frames += 1;
-        let rx_at = self.qp.chunk_addr(rx_chunk);
-        let size = self.qp.setup().chunk as u64;
-        let tx = reserve(self.qp, &self.log);
+        let rx_at = self.qps[r].chunk_addr(rx_chunk);
+        let tx = match self.tx.and_then(|t| self.qps.get_mut(t)) {
+            Some(qp) => reserve(qp, &self.log).map(|(c, at)| (c, at, qp.setup().chunk as u64)),
+            None => None,
+        };
         let m = self.fabric.memory_mut(self.processor).ok()?;
         match tx {
-            Some((chunk, tx_at)) => {
+            Some((chunk, tx_at, size)) => {
                 let (rx, txb) = m.split_pair((rx_at, len as u64), (tx_at, size)).ok()?;
                 Some((
                     Rx::InPlace(rx),
@@ -395,8 +458,9 @@ impl<'a> phy::Device for QueueDevice<'a> {
     }
 
     fn transmit(&mut self, _: NetInstant) -> Option<Self::TxToken<'_>> {
-        let (chunk, at) = reserve(self.qp, &self.log)?;
-        let size = self.qp.setup().chunk as u64;
+        let qp = self.qps.get_mut(self.tx?)?;
+        let (chunk, at) = reserve(qp, &self.log)?;
+        let size = qp.setup().chunk as u64;
         let m = self.fabric.memory_mut(self.processor).ok()?;
         Some(Tx {
             chunk: Some((chunk, m.slice_mut(at, size).ok()?)),
@@ -495,6 +559,69 @@ fn announcement(us: &ClusterAddress, ip: IpAddress, mac: [u8; 6]) -> Option<Vec<
     }
 }
 
+/// The frames an adapter taking over the cluster's MAC sends from its port
+/// so the LAN learns where the address lives now: a gratuitous ARP request
+/// (broadcast; sender and target the cluster's IPv4 address) and an
+/// unsolicited neighbour advertisement to all nodes (override flag; target
+/// the cluster's IPv6 address), each from the cluster's MAC, for the
+/// address families the cluster has. Without FCS.
+pub fn takeover_announcements(us: &ClusterAddress) -> Vec<Vec<u8>> {
+    let ours = EthernetAddress(us.mac);
+    let mut out = Vec::new();
+    if let Some((ip, _)) = us.ipv4 {
+        let arp = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: ours,
+            source_protocol_addr: ip,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: ip,
+        };
+        let eth = EthernetRepr {
+            src_addr: ours,
+            dst_addr: EthernetAddress::BROADCAST,
+            ethertype: EthernetProtocol::Arp,
+        };
+        let mut buf = vec![0u8; eth.buffer_len() + arp.buffer_len()];
+        let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
+        eth.emit(&mut frame);
+        arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+        out.push(buf);
+    }
+    if let Some((ip, _)) = us.ipv6 {
+        let all_nodes = Ipv6Address::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+        let nd = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+            flags: NdiscNeighborFlags::OVERRIDE,
+            target_addr: ip,
+            lladdr: Some(RawHardwareAddress::from(ours)),
+        });
+        let ip6 = Ipv6Repr {
+            src_addr: ip,
+            dst_addr: all_nodes,
+            next_header: IpProtocol::Icmpv6,
+            payload_len: nd.buffer_len(),
+            hop_limit: 255,
+        };
+        let eth = EthernetRepr {
+            src_addr: ours,
+            dst_addr: EthernetAddress([0x33, 0x33, 0, 0, 0, 1]),
+            ethertype: EthernetProtocol::Ipv6,
+        };
+        let mut buf = vec![0u8; eth.buffer_len() + ip6.buffer_len() + nd.buffer_len()];
+        let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
+        eth.emit(&mut frame);
+        let mut pkt = Ipv6Packet::new_unchecked(frame.payload_mut());
+        ip6.emit(&mut pkt);
+        nd.emit(
+            &ip,
+            &all_nodes,
+            &mut Icmpv6Packet::new_unchecked(pkt.payload_mut()),
+            &ChecksumCapabilities::default(),
+        );
+        out.push(buf);
+    }
+    out
+}
+
 impl ProcessorStack {
     /// An instance with the cluster's addresses, seeded with `seed` (from
     /// the engine, so runs repeat).
@@ -526,22 +653,52 @@ impl ProcessorStack {
         &self.counters
     }
 
-    /// Runs the instance at the current virtual time over queue pair `qp`:
-    /// takes completions, processes every received frame, sends what the
-    /// sockets have, reposts buffers and rings the doorbells. Returns when
-    /// it next wants to be polled.
+    /// Runs the instance at the current virtual time over queue pair `qp`
+    /// alone: takes completions, processes every received frame, sends what
+    /// the sockets have, reposts buffers and rings the doorbells. Returns
+    /// when it next wants to be polled.
     pub fn poll<H: Traced>(
         &mut self,
         cluster: &mut Cluster<H>,
         qp: &mut QueuePair,
     ) -> Result<Option<Instant>, HostError> {
+        self.poll_queues(cluster, std::slice::from_mut(qp), &[QueueRole::Active])
+    }
+
+    /// Runs the instance at the current virtual time over the processor's
+    /// queue pairs, each used as `roles` says (a queue pair without a role
+    /// is [`QueueRole::Idle`]): takes the completions of every polled queue
+    /// pair, processes every frame received on any of them, sends what the
+    /// sockets have through the active one (with none, nothing leaves: the
+    /// frames count as blocked and TCP sends them again), reposts buffers
+    /// and rings the doorbells. Returns when it next wants to be polled.
+    pub fn poll_queues<H: Traced>(
+        &mut self,
+        cluster: &mut Cluster<H>,
+        qps: &mut [QueuePair],
+        roles: &[QueueRole],
+    ) -> Result<Option<Instant>, HostError> {
         let now = cluster.now();
-        qp.poll(cluster)?;
-        let mtu = (qp.setup().chunk as usize - 14).min(9000 + 14);
-        let processor = qp.processor();
+        let Some(first) = qps.first() else {
+            return Ok(self
+                .iface
+                .poll_at(net_time(now), &self.sockets)
+                .map(virtual_time));
+        };
+        let mtu = (first.setup().chunk as usize - 14).min(9000 + 14);
+        let processor = first.processor();
+        let role = |q: usize| roles.get(q).copied().unwrap_or(QueueRole::Idle);
+        let tx = (0..qps.len()).find(|&q| role(q) == QueueRole::Active);
+        for (q, qp) in qps.iter_mut().enumerate() {
+            if role(q) != QueueRole::Idle {
+                qp.poll(cluster)?;
+            }
+        }
         let log = {
             let mut dev = QueueDevice {
-                qp: &mut *qp,
+                qps: &mut *qps,
+                roles,
+                tx,
                 fabric: &mut cluster.fabric,
                 processor,
                 log: RefCell::new(Log::default()),
@@ -555,27 +712,33 @@ impl ProcessorStack {
             dev.log.into_inner()
         };
         self.counters.tx_blocked += log.dropped;
-        for chunk in log.received {
-            qp.give_back(chunk);
+        for (q, chunk) in log.received {
+            qps[q].give_back(chunk);
         }
-        for buf in log.reserved {
-            let chunk = buf.chunk();
-            match log.written.iter().find(|(c, _)| *c == chunk) {
-                Some(&(_, len)) => {
-                    match qp.post(buf, len as u32, TxFlags::empty(), &mut cluster.fabric) {
-                        Ok(()) => self.counters.tx_frames += 1,
-                        Err(e) => {
-                            self.counters.tx_blocked += 1;
-                            qp.release(e.into_buffer());
+        if let Some(qp) = tx.map(|t| &mut qps[t]) {
+            for buf in log.reserved {
+                let chunk = buf.chunk();
+                match log.written.iter().find(|(c, _)| *c == chunk) {
+                    Some(&(_, len)) => {
+                        match qp.post(buf, len as u32, TxFlags::empty(), &mut cluster.fabric) {
+                            Ok(()) => self.counters.tx_frames += 1,
+                            Err(e) => {
+                                self.counters.tx_blocked += 1;
+                                qp.release(e.into_buffer());
+                            }
                         }
                     }
+                    None => qp.release(buf),
                 }
-                None => qp.release(buf),
             }
         }
-        qp.flush(cluster)?;
-        // Buffers smoltcp released go back to the RX ring.
-        qp.poll(cluster)?;
+        for (q, qp) in qps.iter_mut().enumerate() {
+            if role(q) != QueueRole::Idle {
+                qp.flush(cluster)?;
+                // Buffers smoltcp released go back to the RX ring.
+                qp.poll(cluster)?;
+            }
+        }
         Ok(self
             .iface
             .poll_at(net_time(now), &self.sockets)

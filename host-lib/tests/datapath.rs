@@ -876,3 +876,41 @@ fn written_completions_are_signalled_even_when_the_completion_ring_is_full() {
     assert!(q.interrupts > 0, "written entries were signalled: {q:?}");
     assert_eq!(q.bad_descriptors, 9);
 }
+
+#[test]
+fn an_adapter_accepts_an_address_it_takes_over_until_it_forgets_it() {
+    let mut rig = rig(RigConfig::default());
+    listen(&mut rig, 1, 80);
+    let taken = mac::MacAddr([0x02, 0, 0, 0, 0, 0x77]);
+    let to_taken = |n: u16| {
+        let mut f = syn(40000 + n, 80, b"x");
+        f[..6].copy_from_slice(&taken.0);
+        f
+    };
+    let nic = |rig: &Rig| *rig.cluster.nics[0].counters();
+    // Not its address: filtered.
+    rig.client_send(&to_taken(1));
+    rig.run_for(Duration::from_us(100));
+    assert_eq!((nic(&rig).rx_filtered, nic(&rig).rx_delivered), (1, 0));
+    // Taken over: delivered like a frame for its own address.
+    assert_eq!(rig.cluster.nics[0].accept_unicast(taken), Ok(true));
+    assert_eq!(rig.cluster.nics[0].accept_unicast(taken), Ok(false));
+    let group = mac::MacAddr([0x01, 0, 0x5e, 0, 0, 1]);
+    assert!(rig.cluster.nics[0].accept_unicast(group).is_err());
+    rig.client_send(&to_taken(2));
+    rig.run_for(Duration::from_us(100));
+    assert_eq!((nic(&rig).rx_filtered, nic(&rig).rx_delivered), (1, 1));
+    let qp = rig.hosts.processors[1].queue_mut(0).unwrap();
+    let buf = qp.recv(&rig.cluster.fabric).unwrap();
+    let sent = to_taken(2);
+    assert_eq!(buf.len(), 60, "padded to the minimum frame");
+    assert_eq!(&buf[..sent.len()], &sent[..], "byte-exact, to the listener");
+    drop(buf);
+    // Forgotten: filtered again; its own address still works.
+    assert!(rig.cluster.nics[0].forget_unicast(taken));
+    rig.client_send(&to_taken(3));
+    rig.client_send(&syn(40004, 80, b"x"));
+    rig.run_for(Duration::from_us(100));
+    assert_eq!((nic(&rig).rx_filtered, nic(&rig).rx_delivered), (2, 2));
+    assert!(rig.hosts.errors.is_empty(), "{:?}", rig.hosts.errors);
+}

@@ -350,6 +350,30 @@ impl<H: Traced> Cluster<H> {
         Ok(())
     }
 
+    /// Copies adapter `from`'s replicated firmware state (liveness, master,
+    /// listener groups, established and orphaned connections) into adapter
+    /// `target`'s firmware now, as a table dump: the way an adapter that
+    /// missed control messages while it was down is brought back in step
+    /// with the one that carried on. Provisional entries and round-robin
+    /// cursors are not part of a dump.
+    pub fn resync_nic(&mut self, target: usize, from: usize) -> Result<(), ClusterError> {
+        self.nic_index(target)?;
+        self.nic_index(from)?;
+        if target == from {
+            return Ok(());
+        }
+        let snapshot = self.nics[from].firmware().snapshot();
+        let now = self.engine.now();
+        self.nics[target]
+            .apply_table_dump(snapshot, now)
+            .map_err(|r| {
+                ClusterError::Usage(format!(
+                    "adapter {target} refused the table dump of adapter {from}: {}",
+                    r.as_str()
+                ))
+            })
+    }
+
     /// Runs events up to and including `until`, then sets the clock to `until`.
     pub fn run_until(&mut self, until: Instant, host: &mut impl HostModel<H>) {
         while self.step(until, host) {}

@@ -132,6 +132,9 @@ impl std::fmt::Display for LinkSpeed {
 pub struct MacConfig {
     /// The adapter's own address.
     pub address: MacAddr,
+    /// Further unicast addresses accepted besides `address`: an address the
+    /// adapter took over from a failed one (see [`MacConfig::accept_unicast`]).
+    pub unicast: Vec<MacAddr>,
     /// Multicast groups accepted besides broadcast.
     pub multicast: Vec<MacAddr>,
     /// Accept every frame regardless of its destination.
@@ -146,6 +149,7 @@ impl Default for MacConfig {
     fn default() -> Self {
         MacConfig {
             address: MacAddr([0x02, 0, 0, 0, 0, 0x10]),
+            unicast: Vec::new(),
             multicast: Vec::new(),
             promiscuous: false,
             mtu: 1500,
@@ -171,6 +175,11 @@ impl MacConfig {
                 self.address
             ));
         }
+        if let Some(a) = self.unicast.iter().find(|a| a.is_group()) {
+            return Err(format!(
+                "extra unicast address {a} is a group address (its first byte is odd)"
+            ));
+        }
         Ok(())
     }
 
@@ -180,6 +189,31 @@ impl MacConfig {
             || dst == self.address
             || dst == MacAddr::BROADCAST
             || (dst.is_group() && self.multicast.contains(&dst))
+            || (!dst.is_group() && self.unicast.contains(&dst))
+    }
+
+    /// Makes the filter accept frames for the unicast address `a` too (an
+    /// address taken over from another adapter). Returns whether it was
+    /// new; a group address is refused.
+    pub fn accept_unicast(&mut self, a: MacAddr) -> Result<bool, String> {
+        if a.is_group() {
+            return Err(format!(
+                "{a} is a group address (its first byte is odd), not a unicast one"
+            ));
+        }
+        if a == self.address || self.unicast.contains(&a) {
+            return Ok(false);
+        }
+        self.unicast.push(a);
+        Ok(true)
+    }
+
+    /// Stops accepting the extra unicast address `a` (the adapter's own
+    /// address stays). Returns whether it was accepted before.
+    pub fn forget_unicast(&mut self, a: MacAddr) -> bool {
+        let before = self.unicast.len();
+        self.unicast.retain(|x| *x != a);
+        self.unicast.len() != before
     }
 }
 
@@ -237,6 +271,36 @@ mod tests {
         assert!(m.accepts(group));
         m.promiscuous = true;
         assert!(m.accepts(MacAddr([2, 0, 0, 0, 0, 0x99])));
+    }
+
+    #[test]
+    fn extra_unicast_addresses_are_accepted_until_forgotten() {
+        let mut m = MacConfig::default();
+        let taken = MacAddr([2, 0, 0, 0, 0, 0x20]);
+        let other = MacAddr([2, 0, 0, 0, 0, 0x21]);
+        assert!(!m.accepts(taken));
+        assert_eq!(m.accept_unicast(taken), Ok(true));
+        assert_eq!(m.accept_unicast(taken), Ok(false), "already accepted");
+        assert_eq!(m.accept_unicast(m.address), Ok(false), "its own address");
+        assert!(m.accepts(taken));
+        assert!(m.accepts(m.address), "the own address still works");
+        assert!(!m.accepts(other));
+        assert!(m.validate().is_ok());
+        // A group address is no unicast address, in the call or the config.
+        let group = MacAddr([0x01, 0, 0x5e, 0, 0, 1]);
+        assert!(m.accept_unicast(group).unwrap_err().contains("group"));
+        assert!(!m.accepts(group));
+        m.unicast.push(group);
+        assert!(m.validate().unwrap_err().contains("group"));
+        assert!(
+            !m.accepts(group),
+            "a group in the unicast list does not pass"
+        );
+        m.unicast.pop();
+        assert!(m.forget_unicast(taken));
+        assert!(!m.forget_unicast(taken));
+        assert!(!m.accepts(taken));
+        assert!(m.accepts(m.address));
     }
 
     #[test]

@@ -692,6 +692,50 @@ impl Nic {
         self.config.mac.address
     }
 
+    /// Makes the MAC also accept frames for the unicast address `a`, from
+    /// now on (an adapter taking over a failed adapter's address). Returns
+    /// whether it was new; a group address is refused.
+    pub fn accept_unicast(&mut self, a: MacAddr) -> Result<bool, NicError> {
+        self.config
+            .mac
+            .accept_unicast(a)
+            .map_err(|why| NicError::Config {
+                name: self.config.name.clone(),
+                why,
+            })
+    }
+
+    /// Stops accepting the extra unicast address `a` (the adapter's own
+    /// address stays). Returns whether it was accepted before.
+    pub fn forget_unicast(&mut self, a: MacAddr) -> bool {
+        self.config.mac.forget_unicast(a)
+    }
+
+    /// Replaces the firmware's replicated state with `snapshot` (a table
+    /// dump, as an adapter being resynchronised from another gets), at
+    /// virtual time `now`. The dump is applied as a control message from
+    /// the lowest-numbered processor this firmware holds live (the firmware
+    /// takes a dump only from a live sender); `Err` names the firmware's
+    /// refusal (a malformed dump, or no live processor to send it).
+    pub fn apply_table_dump(
+        &mut self,
+        snapshot: snet_firmware::control::TableSnapshot,
+        now: Instant,
+    ) -> Result<(), snet_firmware::control::RejectReason> {
+        let count = self.firmware.config().processor_count;
+        let sender = (0..count)
+            .map(ProcessorId)
+            .find(|&p| self.firmware.is_live(p))
+            .ok_or(snet_firmware::control::RejectReason::ProcessorNotLive)?;
+        let env = Envelope::new(
+            sender,
+            snet_firmware::control::ControlMessage::TableDump(snapshot),
+        );
+        self.firmware
+            .apply_envelope(&env, fw_time(now))
+            .map_err(|e| e.reason())
+    }
+
     /// The counters.
     pub fn counters(&self) -> &NicCounters {
         &self.counters
@@ -739,6 +783,24 @@ impl Nic {
     /// Whether the adapter is up.
     pub fn is_up(&self) -> bool {
         self.up
+    }
+
+    /// Whether the adapter still has frames to send: TX descriptors posted
+    /// and not yet fetched or handled, frames being read from processor
+    /// memory, or frames waiting for the wire. (A restored adapter sends
+    /// what its processors had posted before it failed.)
+    pub fn tx_pending(&self) -> bool {
+        !self.wire.is_empty()
+            || self
+                .transfers
+                .values()
+                .any(|p| matches!(p, Purpose::TxFetch { .. } | Purpose::TxRead { .. }))
+            || self
+                .procs
+                .iter()
+                .filter(|p| p.up)
+                .flat_map(|p| p.queues.iter().flatten())
+                .any(|q| !q.broken && (q.tx.unfetched() > 0 || !q.tx.cache.is_empty()))
     }
 
     /// Frames the adapter put on the wire since the last call (FCS included).

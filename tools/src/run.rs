@@ -117,7 +117,7 @@ pub fn run(args: &RunArgs) -> u8 {
         );
     }
     if let Some(path) = &args.json
-        && let Err(e) = std::fs::write(path, report.to_json())
+        && let Err(e) = std::fs::write(path, json_with_memory(&report))
     {
         eprintln!("--json {}: {e}", path.display());
         return crate::EXIT_USAGE;
@@ -133,4 +133,26 @@ pub fn run(args: &RunArgs) -> u8 {
     } else {
         crate::EXIT_CHECK_FAILED
     }
+}
+
+/// The report's JSON plus `peak_rss_mib`: this process's peak resident
+/// memory (like the wall time, a property of the machine and the run, not
+/// of the model).
+fn json_with_memory(report: &snet_testbench::run::report::Report) -> String {
+    let mut v: serde_json::Value = match serde_json::from_str(&report.to_json()) {
+        Ok(v) => v,
+        Err(_) => return report.to_json(),
+    };
+    if let Some(kib) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse::<f64>().ok())
+        })
+    {
+        v["peak_rss_mib"] = serde_json::json!(kib / 1024.0);
+    }
+    serde_json::to_string_pretty(&v).unwrap_or_else(|_| report.to_json())
 }

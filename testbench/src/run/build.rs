@@ -27,6 +27,10 @@ use super::models::{Backend, Broker, DatagramServer, Distributor, Handoff, Pick,
 use crate::scenario::layout::{Layout, Node};
 use crate::scenario::model::{AppModel, Arrival, Policy, Protocol, Scenario, Stack};
 
+/// How often processors report their capacity when a port range uses the
+/// capacity-weighted policy.
+pub const CAPACITY_REPORTS: Duration = Duration::from_ms(1);
+
 /// Clients of one population that share one emulated client host.
 pub const MEMBERS_PER_HOST: u32 = 16;
 /// First service number of the applications' back ends (app `i` uses
@@ -140,7 +144,18 @@ pub fn net_config(
             lan0.name
         ));
     }
+    if lan0.role == Some(crate::scenario::model::Role::Backup) {
+        return Err(format!(
+            "adapter {} is a backup but comes first: list the primary adapter first (it carries the cluster's MAC until it fails)",
+            lan0.name
+        ));
+    }
     let mut rig = RigConfig {
+        names: s
+            .adapters
+            .iter()
+            .map(|a| (a.name.clone(), snet_nic_model::mac::MacAddr(a.mac.0)))
+            .collect(),
         processors: u16::try_from(s.processors.count).map_err(|_| "too many processors")?,
         adapters: u16::try_from(s.adapters.len()).map_err(|_| "too many adapters")?,
         planes: s.fabric.planes.iter().map(|&p| plane(p)).collect(),
@@ -168,6 +183,11 @@ pub fn net_config(
     rig.nic.mac.mtu = lan0.mtu;
     rig.queue.rx_ring = lan0.rx_ring;
     rig.queue.tx_ring = lan0.tx_ring;
+    // The completion ring holds a completion for every descriptor, the
+    // buffer pool fills both rings, and a buffer holds a whole frame.
+    rig.queue.cq_ring = (lan0.rx_ring + lan0.tx_ring).next_power_of_two();
+    rig.queue.buffers = lan0.rx_ring + lan0.tx_ring;
+    rig.queue.chunk = (lan0.mtu + 32).next_power_of_two().max(2048);
     rig.queue.coalesce_count = lan0.coalesce.count;
     rig.queue.coalesce_ns = u32::try_from(lan0.coalesce.time.as_ns()).unwrap_or(u32::MAX);
     rig.client_speed = LinkSpeed::GBIT_1;
@@ -222,6 +242,13 @@ pub fn net_config(
             sockets,
             cpu,
             ipc: IpcConfig::default(),
+            capacity_reports: s
+                .firmware
+                .distribution
+                .ranges()
+                .iter()
+                .any(|r| r.policy == Policy::CapacityWeighted)
+                .then_some(CAPACITY_REPORTS),
             ipv4,
             ipv6,
         },
@@ -313,10 +340,18 @@ pub fn attach_clients(
         let hosts = c.count.div_ceil(MEMBERS_PER_HOST);
         for h in 0..hosts {
             let n = MEMBERS_PER_HOST.min(c.count - h * MEMBERS_PER_HOST);
-            let members: Vec<(usize, u64)> = (0..n)
+            let members: Vec<(usize, u64, Duration)> = (0..n)
                 .map(|k| {
                     let member = u64::from(h * MEMBERS_PER_HOST + k);
-                    (0, seed ^ (member << 20) ^ ((i as u64) << 52) ^ 0x5eed)
+                    let offset = Duration::from_ps(
+                        (u128::from(plan.think.as_ps()) * u128::from(member)
+                            / u128::from(c.count.max(1))) as u64,
+                    );
+                    (
+                        0,
+                        seed ^ (member << 20) ^ ((i as u64) << 52) ^ 0x5eed,
+                        offset,
+                    )
                 })
                 .collect();
             let driver = HostDriver::new(vec![plan.clone()], &members, ledger.clone());

@@ -4,7 +4,9 @@
 //! response byte, and records what happened in the ledger.
 //!
 //! - Closed loop (no `rate`): the next request leaves `think` after the
-//!   previous response.
+//!   previous response. The members' first requests are spread evenly over
+//!   one think time (all at `start` when `think` is 0), so a large
+//!   population does not open every connection in the same microsecond.
 //! - Open loop (`rate`): requests arrive by a seeded Poisson or constant
 //!   process, the population's rate split evenly over its members; a
 //!   request that arrives while the member waits for an answer queues, and
@@ -138,24 +140,26 @@ fn gap(rng: &mut u64, mean: Duration, poisson: bool) -> Duration {
 }
 
 impl HostDriver {
-    /// A driver for the given plans; `members` lists (plan, seed) per member.
-    pub fn new(plans: Vec<Plan>, members: &[(usize, u64)], ledger: Shared) -> Self {
+    /// A driver for the given plans; `members` lists (plan, seed, offset)
+    /// per member: a closed-loop member starts `offset` after the plan's
+    /// start.
+    pub fn new(plans: Vec<Plan>, members: &[(usize, u64, Duration)], ledger: Shared) -> Self {
         let members = members
             .iter()
-            .map(|&(plan, seed)| {
+            .map(|&(plan, seed, offset)| {
                 let mut rng = seed;
                 let p = &plans[plan];
                 // Spread open-loop members' first arrivals over one gap.
                 let first = match p.gap {
                     Some((mean, poisson)) => p.start + gap(&mut rng, mean, poisson),
-                    None => p.start,
+                    None => p.start + offset,
                 };
                 Member {
                     plan,
                     rng,
                     due: VecDeque::new(),
                     next_arrival: first,
-                    wait_until: p.start,
+                    wait_until: first,
                     conn: None,
                     named: None,
                     udp: None,

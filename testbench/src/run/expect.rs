@@ -203,6 +203,19 @@ pub(super) fn build_report(r: &Runner<'_>, seed: u64, wall_s: f64, notes: Vec<St
         latency_us: latency,
         latency_histogram: histogram(&lat),
         avt_violations,
+        lan: {
+            let lan = &r.rig.cluster.lan;
+            let mut t = super::report::LanReport::default();
+            for i in 0..lan.stations() {
+                if let Some(c) = lan.counters(snet_nic_model::StationId(i as u32)) {
+                    t.frames += c.tx_frames;
+                    t.overflow += c.dropped_overflow;
+                    t.loss += c.dropped_loss;
+                    t.corrupted += c.corrupted;
+                }
+            }
+            t
+        },
         faults: r.applied.clone(),
         expectations: Vec::new(),
         errors,
@@ -375,11 +388,34 @@ fn judge(
                 format!("even_distribution (tolerance {})", tolerance.get()),
                 worst <= tolerance.get() + 1e-9,
                 worst,
-                format!(
-                    "connections per front-end processor {:?}, mean {mean:.1}, largest deviation {:.1}%",
-                    counts,
-                    worst * 100.0
-                ),
+                {
+                    let shown = if counts.len() <= 16 {
+                        format!("{counts:?}")
+                    } else {
+                        let lo = counts
+                            .iter()
+                            .min_by_key(|c| c.1)
+                            .copied()
+                            .unwrap_or_default();
+                        let hi = counts
+                            .iter()
+                            .max_by_key(|c| c.1)
+                            .copied()
+                            .unwrap_or_default();
+                        format!(
+                            "over {} processors from {} (processor {}) to {} (processor {})",
+                            counts.len(),
+                            lo.1,
+                            lo.0,
+                            hi.1,
+                            hi.0
+                        )
+                    };
+                    format!(
+                        "connections per front-end processor {shown}, mean {mean:.1}, largest deviation {:.1}%",
+                        worst * 100.0
+                    )
+                },
             )
         }
         Expectation::ThroughputAtLeast(bw) => {

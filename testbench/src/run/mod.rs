@@ -102,7 +102,15 @@ pub fn run(s: &Scenario, mut options: RunOptions) -> Result<Report, RunError> {
     let layout = s.layout().map_err(RunError::Invalid)?;
     let (config, mut notes) = build::net_config(s, seed, &layout).map_err(RunError::Invalid)?;
     let max_payload = config.ipc.max_payload();
-    let mut rig = NetRig::build(config).map_err(RunError::Invalid)?;
+    let mut rig = NetRig::build(config).map_err(|e| {
+        if e.contains("adapter memory") {
+            RunError::Invalid(format!(
+                "{e}; in a scenario, processors.memory sets the memory of every fabric endpoint, adapters included"
+            ))
+        } else {
+            RunError::Invalid(e)
+        }
+    })?;
     if let Some(tree) =
         build::filter_tree(s, options.base_dir.as_deref()).map_err(RunError::Invalid)?
     {
@@ -323,7 +331,7 @@ impl Runner<'_> {
                         if self.rig.hosts.up[p] {
                             return Err(format!("processor {p} is up"));
                         }
-                        pending_restore_processor(&mut self.rig, p)?;
+                        self.rig.restore_processor(p)?;
                         for i in self.instances.iter().filter(|i| i.processor == p) {
                             self.rig.spawn(p, (i.make)(&self.ledger))?;
                         }
@@ -358,9 +366,9 @@ impl Runner<'_> {
                             .position(|x| x.name == *name)
                             .ok_or_else(|| format!("there is no adapter {name}"))?;
                         if fail {
-                            pending_adapter(&mut self.rig, a, true)?;
+                            self.rig.fail_adapter(a)?;
                         } else {
-                            pending_adapter(&mut self.rig, a, false)?;
+                            self.rig.restore_adapter(a)?;
                         }
                         self.adapters_up[a] = !fail;
                         return Ok(());
@@ -411,12 +419,4 @@ impl Runner<'_> {
         let r = expect::build_report(&self, seed, wall_s, notes);
         r
     }
-}
-
-// TEMPORARY until the host library's failover lands.
-fn pending_restore_processor(_: &mut NetRig, _: usize) -> Result<(), String> {
-    Err("TEMP".into())
-}
-fn pending_adapter(_: &mut NetRig, _: usize, _: bool) -> Result<(), String> {
-    Err("TEMP".into())
 }

@@ -68,6 +68,19 @@ pub struct PlaneReport {
     pub dropped_down: u64,
 }
 
+/// The client network's losses.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LanReport {
+    /// Frames every station sent.
+    pub frames: u64,
+    /// Dropped at a full switch queue.
+    pub overflow: u64,
+    /// Dropped by the loss rate.
+    pub loss: u64,
+    /// Corrupted (dropped by the receiver's FCS check).
+    pub corrupted: u64,
+}
+
 /// Connection counts.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Connections {
@@ -200,6 +213,10 @@ pub struct Report {
     pub latency_us: Latency,
     /// Latency histogram: (upper bound µs, count), log-spaced buckets.
     pub latency_histogram: Vec<(f64, u64)>,
+    /// LAN frames lost on the client network: dropped at a full switch
+    /// queue (`overflow`), by the configured loss rate (`loss`), or
+    /// corrupted in flight.
+    pub lan: LanReport,
     /// DMA requests refused by an AVT check.
     pub avt_violations: u64,
     /// Faults applied.
@@ -303,6 +320,11 @@ impl Report {
                 p.plane, p.packets, p.bytes, p.corrupted, p.dropped_down
             );
         }
+        let _ = writeln!(
+            o,
+            "LAN: {} frames, {} dropped at full switch queues, {} lost, {} corrupted",
+            self.lan.frames, self.lan.overflow, self.lan.loss, self.lan.corrupted
+        );
         let c = &self.connections;
         let _ = writeln!(
             o,

@@ -8,6 +8,7 @@ use serde::Serialize;
 mod fabric;
 mod firmware;
 mod nic;
+mod scenario;
 mod tcp;
 
 /// One measured figure.
@@ -134,6 +135,7 @@ fn sections() -> Vec<(&'static str, Section)> {
         ("firmware", firmware::figures),
         ("nic", nic::figures),
         ("tcp", tcp::figures),
+        ("scenario", scenario::figures),
     ]
 }
 
