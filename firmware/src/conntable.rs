@@ -2,21 +2,44 @@
 //! number of connections, never growing past it.
 //!
 //! Layout (chosen for ≤ 64 bytes per connection and fast random lookups):
-//! - `entries`: a dense array of 40-byte records (both addresses, both ports,
-//!   protocol, state, owner), allocated once at the configured capacity;
+//! - `entries`: a dense array of 46-byte records (both addresses, both ports,
+//!   protocol, state, owner, and what a reset without an inbound frame needs:
+//!   a link-addressing id and the client's last acknowledgement number),
+//!   allocated once at the configured capacity;
 //! - `slots`: an open-addressing index of `u64` words, a power of two at least
 //!   8/7 of the capacity, each word holding the upper 32 bits of the key's hash
 //!   (a tag) and the record's position + 1 (0 = empty). Linear probing from the
 //!   hash's lower bits; deletion shifts later slots back (no tombstones), so
-//!   probe sequences stay short however long the table lives.
+//!   probe sequences stay short however long the table lives;
+//! - `links`: the distinct link addressings (client MAC, adapter MAC, VLAN
+//!   tag) of the connections' inbound frames, each stored once with a
+//!   reference count and named by a 16-bit id in the records. Clients behind
+//!   a router share its MAC, so the set stays small whatever the number of
+//!   connections; past 65535 distinct ones, a connection with a new one
+//!   remembers nothing.
 //!
 //! A lookup reads one slot word, compares the tag, then reads one record. The
 //! batched lookup ([`ConnectionTable::lookup_batch`]) hashes a whole batch,
 //! reads all its slot words, then all its records, so the cache misses of
 //! different keys overlap instead of queuing one behind the other.
+//!
+//! ## Remembered for resets
+//! For each connection the table keeps what the adapter needs to reset the
+//! client without an inbound frame to answer ([`ResetInfo`]): the link
+//! addressing of the connection's last inbound segment with ACK set, and that
+//! segment's acknowledgement number (the client's RCV.NXT when nothing is in
+//! flight towards it). The firmware updates it on the delivery path: a
+//! compare (and, when the acknowledgement moved, a store) in the record the
+//! lookup already read, and a compare against the small, cached link table,
+//! which changes only when a connection's addressing does. A table dump
+//! carries none of it: a restored entry remembers nothing until its next
+//! segment with ACK set.
+
+use std::collections::HashMap;
 
 use crate::tuple::{Addr16, FiveTuple};
 use crate::verdict::ProcessorId;
+use crate::wire::ParsedFrame;
 
 /// State of a connection entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -58,7 +81,49 @@ pub struct ConnectionEntry {
     pub state: EntryState,
 }
 
-/// The stored record: 40 bytes, no padding.
+/// The link-layer addressing of a connection's inbound frames, which a frame
+/// the adapter sends to the client on its own must mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LinkAddrs {
+    /// The client's MAC (the source of the inbound frame; for a client
+    /// behind a router, the router's).
+    pub client_mac: [u8; 6],
+    /// The adapter MAC the client sent to (the inbound frame's destination).
+    pub adapter_mac: [u8; 6],
+    /// The inbound frame's VLAN tag control information, if it was tagged.
+    pub vlan_tci: Option<u16>,
+}
+
+impl LinkAddrs {
+    /// The addressing of `frame`, if both its MACs are unicast (a frame to a
+    /// group address teaches nothing about where the client is).
+    #[inline]
+    pub fn of(frame: &ParsedFrame) -> Option<Self> {
+        if (frame.src_mac[0] | frame.dst_mac[0]) & 1 != 0 {
+            return None;
+        }
+        Some(LinkAddrs {
+            client_mac: frame.src_mac,
+            adapter_mac: frame.dst_mac,
+            vlan_tci: frame.vlan_tci,
+        })
+    }
+}
+
+/// What the table remembers of a connection to reset its client without an
+/// inbound frame to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResetInfo {
+    /// The addressing of the connection's last inbound segment with ACK set.
+    pub link: LinkAddrs,
+    /// That segment's acknowledgement number: the client's RCV.NXT when the
+    /// server had nothing in flight, so a RST with this sequence number is
+    /// exactly in the client's window.
+    pub ack: u32,
+}
+
+/// The stored record: 46 bytes, no padding (2-byte alignment; the
+/// acknowledgement number is kept as bytes so it adds none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 struct Record {
@@ -69,9 +134,15 @@ struct Record {
     protocol: u8,
     state: u8,
     owner: u16,
+    /// Id in the link table of the last observed addressing; 0 = nothing
+    /// remembered (no inbound segment with ACK set seen yet).
+    link: u16,
+    /// The last observed acknowledgement number, native byte order
+    /// (meaningful when `link` is not 0).
+    ack: [u8; 4],
 }
 
-const _: () = assert!(core::mem::size_of::<Record>() == 40);
+const _: () = assert!(core::mem::size_of::<Record>() == 46);
 
 impl Record {
     fn new(t: &FiveTuple, owner: ProcessorId, state: EntryState) -> Self {
@@ -83,6 +154,8 @@ impl Record {
             protocol: t.protocol,
             state: state.code(),
             owner: owner.0,
+            link: 0,
+            ack: [0; 4],
         }
     }
 
@@ -112,6 +185,94 @@ impl Record {
             state: EntryState::from_code(self.state),
         }
     }
+
+    #[inline(always)]
+    fn owner_state(&self) -> (ProcessorId, EntryState) {
+        (ProcessorId(self.owner), EntryState::from_code(self.state))
+    }
+}
+
+/// Most distinct link addressings the table holds at once (ids
+/// `1..=MAX_LINKS`).
+const MAX_LINKS: usize = u16::MAX as usize;
+
+/// One link addressing and the records naming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LinkSlot {
+    link: LinkAddrs,
+    refs: u32,
+}
+
+/// The distinct link addressings of the records, reference-counted; see the
+/// module documentation.
+#[derive(Debug, Clone, Default)]
+struct Links {
+    /// Slot `id - 1` holds link `id`; free slots have no references.
+    slots: Vec<LinkSlot>,
+    ids: HashMap<LinkAddrs, u16>,
+    free: Vec<u16>,
+}
+
+impl Links {
+    /// The addressing of `id` (not 0).
+    #[inline(always)]
+    fn get(&self, id: u16) -> &LinkAddrs {
+        &self.slots[usize::from(id) - 1].link
+    }
+
+    /// A reference to `link`'s id, adding it if new; 0 if the table already
+    /// holds [`MAX_LINKS`] others.
+    fn acquire(&mut self, link: &LinkAddrs) -> u16 {
+        if let Some(&id) = self.ids.get(link) {
+            self.slots[usize::from(id) - 1].refs += 1;
+            return id;
+        }
+        let slot = LinkSlot {
+            link: *link,
+            refs: 1,
+        };
+        let id = if let Some(id) = self.free.pop() {
+            self.slots[usize::from(id) - 1] = slot;
+            id
+        } else if self.slots.len() < MAX_LINKS {
+            self.slots.push(slot);
+            self.slots.len() as u16
+        } else {
+            return 0;
+        };
+        self.ids.insert(*link, id);
+        id
+    }
+
+    /// Drops one reference to `id` (0 is none).
+    fn release(&mut self, id: u16) {
+        if id == 0 {
+            return;
+        }
+        let slot = &mut self.slots[usize::from(id) - 1];
+        slot.refs -= 1;
+        if slot.refs == 0 {
+            self.ids.remove(&slot.link);
+            self.free.push(id);
+        }
+    }
+
+    /// Distinct addressings held.
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.slots.capacity() * core::mem::size_of::<LinkSlot>()
+            + self.free.capacity() * core::mem::size_of::<u16>()
+            + self.ids.capacity() * (core::mem::size_of::<(LinkAddrs, u16)>() + 1)
+    }
+
+    fn clear(&mut self) {
+        self.slots.clear();
+        self.ids.clear();
+        self.free.clear();
+    }
 }
 
 /// The table is at its configured capacity.
@@ -131,6 +292,7 @@ pub struct ConnectionTable {
     slots: Vec<u64>,
     mask: usize,
     records: Vec<Record>,
+    links: Links,
     capacity: usize,
     seed: u64,
 }
@@ -145,6 +307,7 @@ impl ConnectionTable {
             slots: vec![0; n],
             mask: n - 1,
             records: Vec::with_capacity(capacity),
+            links: Links::default(),
             capacity,
             seed,
         }
@@ -165,10 +328,16 @@ impl ConnectionTable {
         self.capacity
     }
 
-    /// Bytes the table has allocated (index and records).
+    /// Bytes the table has allocated (index, records and link addressings).
     pub fn memory_bytes(&self) -> usize {
         self.slots.capacity() * core::mem::size_of::<u64>()
             + self.records.capacity() * core::mem::size_of::<Record>()
+            + self.links.memory_bytes()
+    }
+
+    /// Distinct link addressings the entries remember.
+    pub fn link_count(&self) -> usize {
+        self.links.len()
     }
 
     /// The hash the table uses for `t`.
@@ -210,9 +379,71 @@ impl ConnectionTable {
     /// Owner and state for `t`, with its hash already computed.
     #[inline]
     pub fn lookup_hashed(&self, t: &FiveTuple, h: u64) -> Option<(ProcessorId, EntryState)> {
+        self.lookup_index(t, h).map(|(_, o, s)| (o, s))
+    }
+
+    /// [`ConnectionTable::lookup_hashed`], with the position of the record
+    /// (valid until the table next changes) for [`ConnectionTable::observe`].
+    #[inline]
+    pub(crate) fn lookup_index(
+        &self,
+        t: &FiveTuple,
+        h: u64,
+    ) -> Option<(usize, ProcessorId, EntryState)> {
         let pos = self.find(t, h).ok()?;
-        let r = &self.records[(self.slots[pos] as u32 - 1) as usize];
-        Some((ProcessorId(r.owner), EntryState::from_code(r.state)))
+        let idx = (self.slots[pos] as u32 - 1) as usize;
+        let (o, s) = self.records[idx].owner_state();
+        Some((idx, o, s))
+    }
+
+    /// What the entry of `t` remembers for a reset, if it has seen an
+    /// inbound segment with ACK set.
+    pub fn reset_info(&self, t: &FiveTuple) -> Option<ResetInfo> {
+        let pos = self.find(t, self.hash(t)).ok()?;
+        self.reset_info_at((self.slots[pos] as u32 - 1) as usize)
+    }
+
+    fn reset_info_at(&self, idx: usize) -> Option<ResetInfo> {
+        let r = &self.records[idx];
+        (r.link != 0).then(|| ResetInfo {
+            link: *self.links.get(r.link),
+            ack: u32::from_ne_bytes(r.ack),
+        })
+    }
+
+    /// Every entry with what it remembers for a reset, in storage order.
+    pub fn iter_reset_info(
+        &self,
+    ) -> impl Iterator<Item = (ConnectionEntry, Option<ResetInfo>)> + '_ {
+        (0..self.records.len()).map(|i| (self.records[i].entry(), self.reset_info_at(i)))
+    }
+
+    /// Remembers, for the record at `idx` (from a lookup since which the
+    /// table has not changed), an inbound segment with ACK set: its
+    /// addressing `link` and acknowledgement number `ack`. The common case —
+    /// same addressing as before — is two compares and at most one store
+    /// (none when the acknowledgement did not move, so the record's cache
+    /// line stays clean).
+    #[inline]
+    pub(crate) fn observe(&mut self, idx: usize, link: &LinkAddrs, ack: u32) {
+        let r = &mut self.records[idx];
+        let ack = ack.to_ne_bytes();
+        if r.ack != ack {
+            r.ack = ack;
+        }
+        if r.link == 0 || self.links.get(r.link) != link {
+            self.relink(idx, link);
+        }
+    }
+
+    /// The record at `idx` changes addressing (or gets its first).
+    #[cold]
+    #[inline(never)]
+    fn relink(&mut self, idx: usize, link: &LinkAddrs) {
+        let id = self.links.acquire(link);
+        let r = &mut self.records[idx];
+        let old = core::mem::replace(&mut r.link, id);
+        self.links.release(old);
     }
 
     /// Looks up every key of `keys`, writing owner and state (or `None`) to
@@ -242,16 +473,29 @@ impl ConnectionTable {
         h: u64,
         first: u64,
     ) -> Option<(ProcessorId, EntryState)> {
+        self.resolve_hint_index(t, h, first).map(|(_, o, s)| (o, s))
+    }
+
+    /// [`ConnectionTable::resolve_hint`], with the position of the record.
+    #[inline(always)]
+    pub(crate) fn resolve_hint_index(
+        &self,
+        t: &FiveTuple,
+        h: u64,
+        first: u64,
+    ) -> Option<(usize, ProcessorId, EntryState)> {
         if first == 0 {
             return None;
         }
         if first >> 32 == h >> 32 {
-            let r = &self.records[(first as u32 - 1) as usize];
+            let idx = (first as u32 - 1) as usize;
+            let r = &self.records[idx];
             if r.matches(t) {
-                return Some((ProcessorId(r.owner), EntryState::from_code(r.state)));
+                let (o, s) = r.owner_state();
+                return Some((idx, o, s));
             }
         }
-        self.lookup_hashed(t, h)
+        self.lookup_index(t, h)
     }
 
     /// The home slot word of hash `h` (for callers that pipeline lookups).
@@ -313,6 +557,7 @@ impl ConnectionTable {
         let pos = self.find(t, self.hash(t)).ok()?;
         let idx = (self.slots[pos] as u32 - 1) as usize;
         let removed = self.records[idx].entry();
+        self.links.release(self.records[idx].link);
         self.delete_slot(pos);
         // Move the last record into the hole and repoint its slot.
         let last = self.records.len() - 1;
@@ -366,6 +611,7 @@ impl ConnectionTable {
     pub fn clear(&mut self) {
         self.slots.iter_mut().for_each(|s| *s = 0);
         self.records.clear();
+        self.links.clear();
     }
 }
 
@@ -418,19 +664,38 @@ pub(crate) mod tests {
         );
     }
 
+    #[test]
+    fn the_record_stays_compact() {
+        assert_eq!(core::mem::size_of::<Record>(), 46);
+        assert_eq!(core::mem::align_of::<Record>(), 2);
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Upsert(u32, u16),
         Remove(u32),
         State(u32),
+        /// A segment of connection `k` from client MAC `m`, acknowledging `a`.
+        Observe(u32, u8, u32),
+        Clear,
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (0..300u32, 0..8u16).prop_map(|(k, o)| Op::Upsert(k, o)),
-            (0..300u32).prop_map(Op::Remove),
-            (0..300u32).prop_map(Op::State),
+            20 => (0..300u32, 0..8u16).prop_map(|(k, o)| Op::Upsert(k, o)),
+            20 => (0..300u32).prop_map(Op::Remove),
+            20 => (0..300u32).prop_map(Op::State),
+            20 => (0..300u32, 0..4u8, any::<u32>()).prop_map(|(k, m, a)| Op::Observe(k, m, a)),
+            1 => Just(Op::Clear),
         ]
+    }
+
+    fn link(m: u8) -> LinkAddrs {
+        LinkAddrs {
+            client_mac: [2, 0, 0, 0, 0, m],
+            adapter_mac: [2, 0, 0, 0, 0, 0x10],
+            vlan_tci: (m == 3).then_some(7),
+        }
     }
 
     proptest! {
@@ -440,6 +705,7 @@ pub(crate) mod tests {
         fn behaves_like_a_map(ops in proptest::collection::vec(op(), 0..600)) {
             let mut tab = ConnectionTable::with_capacity(200, 42);
             let mut model: BTreeMap<FiveTuple, (ProcessorId, EntryState)> = BTreeMap::new();
+            let mut remembered: BTreeMap<FiveTuple, ResetInfo> = BTreeMap::new();
             for o in ops {
                 match o {
                     Op::Upsert(k, owner) => {
@@ -453,6 +719,18 @@ pub(crate) mod tests {
                     }
                     Op::Remove(k) => {
                         prop_assert_eq!(tab.remove(&t(k)).map(|e| e.owner), model.remove(&t(k)).map(|v| v.0));
+                        remembered.remove(&t(k));
+                    }
+                    Op::Observe(k, m, a) => {
+                        if let Some((idx, _, _)) = tab.lookup_index(&t(k), tab.hash(&t(k))) {
+                            tab.observe(idx, &link(m), a);
+                            remembered.insert(t(k), ResetInfo { link: link(m), ack: a });
+                        }
+                    }
+                    Op::Clear => {
+                        tab.clear();
+                        model.clear();
+                        remembered.clear();
                     }
                     Op::State(k) => {
                         let got = tab.set_state(&t(k), EntryState::Orphaned).is_some();
@@ -472,6 +750,18 @@ pub(crate) mod tests {
             let sorted: Vec<_> = tab.sorted().into_iter().map(|e| (e.tuple, (e.owner, e.state))).collect();
             let expect: Vec<_> = model.into_iter().collect();
             prop_assert_eq!(sorted, expect);
+            // What each entry remembers, and the addressings held: exactly
+            // those some entry still names, each once.
+            for k in &keys {
+                prop_assert_eq!(tab.reset_info(k), remembered.get(k).copied());
+            }
+            let mut from_iter: Vec<_> = tab.iter_reset_info().filter_map(|(e, i)| Some((e.tuple, i?))).collect();
+            from_iter.sort_unstable();
+            prop_assert_eq!(from_iter, remembered.clone().into_iter().collect::<Vec<_>>());
+            let distinct: std::collections::BTreeSet<_> = remembered.values().map(|i| i.link).collect();
+            prop_assert_eq!(tab.link_count(), distinct.len());
+            let refs: u32 = tab.links.slots.iter().map(|s| s.refs).sum();
+            prop_assert_eq!(refs as usize, remembered.len());
         }
     }
 }

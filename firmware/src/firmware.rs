@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::config::{Config, ConfigError};
-use crate::conntable::{BATCH, ConnectionEntry, ConnectionTable, EntryState};
+use crate::conntable::{BATCH, ConnectionEntry, ConnectionTable, EntryState, LinkAddrs, ResetInfo};
 use crate::control::{ControlError, ControlMessage, Envelope, RejectReason, TableSnapshot};
 use crate::filter::Filter;
 use crate::fragment::{FragmentKey, FragmentTracker};
@@ -12,7 +12,8 @@ use crate::listener::{ListenerGroup, ListenerTable};
 use crate::time::Instant;
 use crate::tuple::{FiveTuple, PROTO_TCP, PROTO_UDP};
 use crate::verdict::{Counters, DropReason, ProcessorId, QueueId, Verdict};
-use crate::wire::{ETHERTYPE_ARP, ParsedFrame, parse_frame, reset::build_reset};
+use crate::wire::reset::{build_reset, build_reset_to};
+use crate::wire::{ETHERTYPE_ARP, ParsedFrame, parse_frame, tcp_flags};
 
 /// Deadline of an entry with one (provisional or orphaned), and whether an
 /// orphan has been reset once already.
@@ -42,6 +43,8 @@ pub(crate) struct State {
     counters: Counters,
     now: Instant,
     generation: u64,
+    /// Frames the firmware sends on its own, until the adapter takes them.
+    outbox: Vec<Vec<u8>>,
 }
 
 /// The built-in stages a filter can hand a frame to; given to
@@ -90,20 +93,20 @@ impl Stages<'_> {
         k
     }
 
-    /// The entry of `t` (hash `h`), unless the frame being classified is
-    /// already known to have none.
+    /// The entry of `t` (hash `h`) and its record position, unless the
+    /// frame being classified is already known to have none.
     #[inline]
     fn lookup(
         &mut self,
         frame: &ParsedFrame,
         t: &FiveTuple,
         h: u64,
-    ) -> Option<(ProcessorId, EntryState)> {
+    ) -> Option<(usize, ProcessorId, EntryState)> {
         let own = core::ptr::eq(frame, self.frame);
         if own && self.miss_at == Some(self.st.generation) {
             return None;
         }
-        let found = self.st.conns.lookup_hashed(t, h);
+        let found = self.st.conns.lookup_index(t, h);
         if own && found.is_none() {
             self.miss_at = Some(self.st.generation);
         }
@@ -136,8 +139,8 @@ impl Stages<'_> {
     /// connection; a RST for a connection whose processor failed.
     pub fn connections(&mut self, frame: &ParsedFrame) -> Option<Verdict> {
         let (t, h) = self.key(frame)?;
-        let (owner, state) = self.lookup(frame, &t, h)?;
-        Some(self.st.on_hit(frame, &t, h, owner, state))
+        let (idx, owner, state) = self.lookup(frame, &t, h)?;
+        Some(self.st.on_hit(frame, &t, h, idx, owner, state))
     }
 
     /// Listener groups: a TCP connection request (SYN without ACK) or a UDP
@@ -164,10 +167,10 @@ impl Stages<'_> {
         let existing = if known_miss {
             None
         } else {
-            st.conns.lookup_hashed(&t, h)
+            st.conns.lookup_index(&t, h)
         };
-        if let Some((owner, state)) = existing {
-            return Some(st.on_hit(frame, &t, h, owner, state));
+        if let Some((idx, owner, state)) = existing {
+            return Some(st.on_hit(frame, &t, h, idx, owner, state));
         }
         if is_request && st.provisional >= st.config.provisional_capacity {
             st.counters.syn_dropped_table_full += 1;
@@ -256,19 +259,49 @@ impl State {
         QueueId(if n <= 1 { 0 } else { ((h >> 40) % n) as u16 })
     }
 
+    /// Remembers what `frame`, a segment of the connection whose record is
+    /// at `idx`, tells for a later reset: only a TCP segment with ACK set
+    /// (and no RST) between unicast MACs teaches anything.
+    #[inline]
+    fn observe(&mut self, idx: usize, frame: &ParsedFrame) {
+        if let Some(tcp) = frame.tcp() {
+            if tcp.flags & (tcp_flags::ACK | tcp_flags::RST) == tcp_flags::ACK {
+                if let Some(link) = LinkAddrs::of(frame) {
+                    self.conns.observe(idx, &link, tcp.ack);
+                }
+            }
+        }
+    }
+
+    /// [`State::observe`] for each (record, frame) of `seen`, frames indexed
+    /// in `parsed`.
+    fn observe_all(&mut self, seen: &[(usize, usize)], parsed: &[Result<ParsedFrame, DropReason>]) {
+        for &(idx, i) in seen {
+            if let Ok(p) = &parsed[i] {
+                self.observe(idx, p);
+            }
+        }
+    }
+
+    /// The verdict for `frame`, whose tuple `t` (hash `h`) has an entry at
+    /// record `idx` with `owner` and `state`.
     fn on_hit(
         &mut self,
         frame: &ParsedFrame,
         t: &FiveTuple,
         h: u64,
+        idx: usize,
         owner: ProcessorId,
         state: EntryState,
     ) -> Verdict {
         match state {
-            EntryState::Established | EntryState::Provisional => Verdict::Deliver {
-                processor: owner,
-                queue: self.queue_for(h),
-            },
+            EntryState::Established | EntryState::Provisional => {
+                self.observe(idx, frame);
+                Verdict::Deliver {
+                    processor: owner,
+                    queue: self.queue_for(h),
+                }
+            }
             EntryState::Orphaned => match build_reset(frame) {
                 Some(rst) => {
                     self.counters.resets_sent += 1;
@@ -327,13 +360,15 @@ impl State {
         removed
     }
 
-    fn orphan(&mut self, t: FiveTuple) {
+    /// Starts the linger time of orphan `t`; `reset_sent` if its client was
+    /// already sent a RST.
+    fn orphan(&mut self, t: FiveTuple, reset_sent: bool) {
         let deadline = self.now.saturating_add(self.config.orphan_linger);
         self.timed.insert(
             t,
             Timed {
                 deadline,
-                reset_sent: false,
+                reset_sent,
             },
         );
         self.orphan_queue.push_back((deadline, t));
@@ -479,16 +514,33 @@ impl State {
         }
     }
 
+    /// Processor `p` is down: its listeners go, its provisional entries are
+    /// removed, its established connections become orphans, and a RST is
+    /// queued for the client of each orphan whose last acknowledgement is
+    /// remembered (the proactive reset; later segments of the client still
+    /// get the reactive one).
     fn processor_down(&mut self, p: ProcessorId) {
         self.live[usize::from(p.0)] = false;
         self.capacity[usize::from(p.0)] = None;
         self.listeners.purge(p, &self.config);
-        let mine: Vec<ConnectionEntry> = self.conns.iter().filter(|e| e.owner == p).collect();
-        for e in mine {
+        let mine: Vec<(ConnectionEntry, Option<ResetInfo>)> = self
+            .conns
+            .iter_reset_info()
+            .filter(|(e, _)| e.owner == p)
+            .collect();
+        for (e, info) in mine {
             match e.state {
                 EntryState::Established => {
+                    let rst = info.and_then(|i| build_reset_to(&e.tuple, &i));
+                    let reset_sent = rst.is_some();
+                    if let Some(frame) = rst {
+                        self.outbox.push(frame);
+                        self.counters.proactive_resets += 1;
+                        self.counters.resets_sent += 1;
+                        self.counters.connections_reset += 1;
+                    }
                     self.conns.set_state(&e.tuple, EntryState::Orphaned);
-                    self.orphan(e.tuple);
+                    self.orphan(e.tuple, reset_sent);
                     self.counters.connections_orphaned += 1;
                 }
                 EntryState::Provisional => {
@@ -569,7 +621,7 @@ impl State {
             if self.conns.upsert(t, *owner, *state).is_ok() {
                 self.established += 1;
                 if *state == EntryState::Orphaned {
-                    self.orphan(*t);
+                    self.orphan(*t, false);
                 }
             }
         }
@@ -639,6 +691,7 @@ impl Firmware {
             counters: Counters::default(),
             now: Instant::ZERO,
             generation: 0,
+            outbox: Vec::new(),
             config,
         };
         Ok(Firmware {
@@ -706,6 +759,23 @@ impl Firmware {
     /// The latest time seen.
     pub fn now(&self) -> Instant {
         self.state.now
+    }
+
+    /// Takes the frames the firmware queued to send on its own, oldest
+    /// first, leaving none queued. They are complete Ethernet frames without
+    /// FCS, checksums filled in, for the adapter to transmit out of its LAN
+    /// port: today the proactive RSTs queued when a processor goes down
+    /// ([`ControlMessage::ProcessorDown`], [`Firmware::processor_failed`]),
+    /// one per established connection of that processor whose client's last
+    /// acknowledgement is remembered. Frames stay queued until taken, so
+    /// the adapter takes them after every call that can queue some.
+    pub fn take_frames(&mut self) -> Vec<Vec<u8>> {
+        core::mem::take(&mut self.state.outbox)
+    }
+
+    /// Whether frames wait for [`Firmware::take_frames`].
+    pub fn has_frames(&self) -> bool {
+        !self.state.outbox.is_empty()
     }
 
     /// Expires provisional entries, orphans and fragment records due at `now`.
@@ -803,28 +873,51 @@ impl Firmware {
                 }
             }
             let generation = self.state.generation;
+            // What the connection hits of the fast path teach for resets
+            // (record, frame) is applied after the chunk's lookups, so their
+            // cache misses keep overlapping, or before anything else could
+            // change the table.
+            let mut seen = [(0usize, 0usize); BATCH];
+            let mut n_seen = 0;
             for i in 0..chunk.len() {
                 let v = match (&parsed[i], &keys[i]) {
                     (Err(r), _) => Verdict::Drop(*r),
                     (Ok(p), Some((t, h))) if self.state.generation == generation => {
                         let key = Key::Known(Some((*t, *h)));
-                        match self.state.conns.resolve_hint(t, *h, first[i]) {
-                            Some((owner, EntryState::Established | EntryState::Provisional)) => {
+                        match self.state.conns.resolve_hint_index(t, *h, first[i]) {
+                            Some((
+                                idx,
+                                owner,
+                                EntryState::Established | EntryState::Provisional,
+                            )) => {
+                                seen[n_seen] = (idx, i);
+                                n_seen += 1;
                                 Verdict::Deliver {
                                     processor: owner,
                                     queue: self.state.queue_for(*h),
                                 }
                             }
-                            Some(_) => self.decide_with(p, key, None),
-                            None => self.decide_with(p, key, Some(generation)),
+                            hit => {
+                                self.state.observe_all(&seen[..n_seen], &parsed);
+                                n_seen = 0;
+                                let miss_at = hit.is_none().then_some(generation);
+                                self.decide_with(p, key, miss_at)
+                            }
                         }
                     }
-                    (Ok(p), Some((t, h))) => self.decide_with(p, Key::Known(Some((*t, *h))), None),
-                    (Ok(p), None) => self.decide(p),
+                    (Ok(p), key) => {
+                        self.state.observe_all(&seen[..n_seen], &parsed);
+                        n_seen = 0;
+                        match key {
+                            Some((t, h)) => self.decide_with(p, Key::Known(Some((*t, *h))), None),
+                            None => self.decide(p),
+                        }
+                    }
                 };
                 self.state.counters.count(&v);
                 out.push(v);
             }
+            self.state.observe_all(&seen[..n_seen], &parsed);
         }
     }
 
@@ -861,7 +954,8 @@ impl Firmware {
     /// The adapter itself learnt at `now` that processor `p` failed (the
     /// fabric reported its endpoint down), with no host message: the same
     /// handling as an accepted `ProcessorDown` (its filters go, its
-    /// connections are answered with RST, the master role moves on).
+    /// connections are answered with RST, RSTs for their clients are queued
+    /// for [`Firmware::take_frames`], the master role moves on).
     /// Returns false, changing nothing, when `p` is not a processor of the
     /// configuration or is already down.
     pub fn processor_failed(&mut self, p: ProcessorId, now: Instant) -> bool {
@@ -964,6 +1058,295 @@ mod tests {
         let (v, _, lookups) = counting(|| fw.classify(&syn, Instant::ZERO));
         assert_eq!(v, Verdict::deliver(1, 0));
         assert_eq!(lookups, 1);
+    }
+
+    /// Parses a proactive RST with smoltcp's own views (independently of
+    /// the firmware's parser) and checks it against the connection it
+    /// resets: MACs and VLAN tag mirrored, addresses and ports from the
+    /// cluster to the client, RST alone with `seq`, valid checksums.
+    fn check_proactive_reset(frame: &[u8], t: &FiveTuple, link: &LinkAddrs, seq: u32) {
+        use smoltcp::wire::{
+            EthernetAddress, EthernetFrame, IpAddress, Ipv4Packet, Ipv6Packet, TcpPacket,
+        };
+        let eth = EthernetFrame::new_checked(frame).unwrap();
+        assert_eq!(eth.dst_addr(), EthernetAddress(link.client_mac));
+        assert_eq!(eth.src_addr(), EthernetAddress(link.adapter_mac));
+        let mut l3 = eth.payload();
+        let mut ethertype = u16::from(eth.ethertype());
+        match link.vlan_tci {
+            Some(tci) => {
+                assert_eq!(ethertype, 0x8100);
+                assert_eq!(u16::from_be_bytes([l3[0], l3[1]]), tci);
+                ethertype = u16::from_be_bytes([l3[2], l3[3]]);
+                l3 = &l3[4..];
+            }
+            None => assert_ne!(ethertype, 0x8100),
+        }
+        let (src, dst) = (
+            IpAddress::from(crate::tuple::ip_of(&t.local_addr)),
+            IpAddress::from(crate::tuple::ip_of(&t.remote_addr)),
+        );
+        let l4 = if t.is_ipv4() {
+            assert_eq!(ethertype, 0x0800);
+            let ip = Ipv4Packet::new_checked(l3).unwrap();
+            assert!(ip.verify_checksum(), "IPv4 header checksum");
+            assert_eq!(
+                (
+                    IpAddress::from(ip.src_addr()),
+                    IpAddress::from(ip.dst_addr())
+                ),
+                (src, dst)
+            );
+            assert_eq!(u8::from(ip.next_header()), PROTO_TCP);
+            &l3[usize::from(ip.header_len())..usize::from(ip.total_len())]
+        } else {
+            assert_eq!(ethertype, 0x86dd);
+            let ip = Ipv6Packet::new_checked(l3).unwrap();
+            assert_eq!(
+                (
+                    IpAddress::from(ip.src_addr()),
+                    IpAddress::from(ip.dst_addr())
+                ),
+                (src, dst)
+            );
+            assert_eq!(u8::from(ip.next_header()), PROTO_TCP);
+            &l3[40..40 + usize::from(ip.payload_len())]
+        };
+        let tcp = TcpPacket::new_checked(l4).unwrap();
+        assert!(tcp.verify_checksum(&src, &dst), "TCP checksum");
+        assert_eq!(
+            (tcp.src_port(), tcp.dst_port()),
+            (t.local_port, t.remote_port)
+        );
+        assert!(tcp.rst() && !tcp.ack() && !tcp.syn() && !tcp.fin());
+        assert_eq!(tcp.seq_number().0 as u32, seq);
+        assert_eq!(tcp.payload().len(), 0);
+        // The firmware's own checks agree.
+        crate::kit::invariants::check_reset(frame).unwrap();
+    }
+
+    #[test]
+    fn a_failed_processor_s_clients_are_reset_without_a_segment_to_answer() {
+        let mut fw = Firmware::new(Config {
+            parse: crate::wire::ParseOptions {
+                vlan: crate::wire::VlanPolicy::Accept(Vec::new()),
+                ..Default::default()
+            },
+            ..Config::default()
+        })
+        .unwrap();
+        let t0 = Instant::ZERO;
+        let add = |fw: &mut Firmware, p: u16, t: FiveTuple| {
+            fw.apply_envelope(
+                &Envelope::new(ProcessorId(p), ControlMessage::AddConnection(t)),
+                t0,
+            )
+            .unwrap();
+        };
+        let key = |c: &str, s: &str| {
+            let (c, s): (std::net::SocketAddr, std::net::SocketAddr) =
+                (c.parse().unwrap(), s.parse().unwrap());
+            FiveTuple::tcp(c.ip(), c.port(), s.ip(), s.port())
+        };
+        let seg = |c: &str, s: &str, flags: u8, ack: u32| {
+            PacketBuilder::tcp(c.parse().unwrap(), s.parse().unwrap())
+                .flags(flags)
+                .seq(77)
+                .ack_number(ack)
+        };
+        let (v4c, v4s) = ("198.18.5.7:40000", "198.18.0.10:80");
+        let (v6c, v6s) = ("[2001:db8::7]:40001", "[2001:db8::10]:443");
+        let (tagged_c, quiet_c, no_ack_c, other_c) = (
+            "198.18.5.8:40002",
+            "198.18.5.9:40003",
+            "198.18.5.10:40004",
+            "198.18.5.11:40005",
+        );
+        let router = [0x02, 0, 0, 0, 0, 0x42];
+        let adapter = [0x02, 0, 0, 0, 0, 0x10];
+        for c in [v4c, tagged_c, quiet_c, no_ack_c] {
+            add(&mut fw, 1, key(c, v4s));
+        }
+        add(&mut fw, 1, key(v6c, v6s));
+        add(&mut fw, 2, key(other_c, v4s));
+
+        // IPv4: the last segment with ACK set counts, one at a time.
+        for ack in [0x1234_5678, 0x1234_5700] {
+            let f = seg(v4c, v4s, tcp_flags::ACK | tcp_flags::PSH, ack)
+                .macs(router, adapter)
+                .payload(b"request")
+                .build()
+                .unwrap();
+            assert_eq!(fw.classify(&f, t0), Verdict::deliver(1, 0));
+        }
+        // IPv6, through the batched path, ack numbers wrapping.
+        let f = seg(v6c, v6s, tcp_flags::ACK, u32::MAX - 3).build().unwrap();
+        let mut out = Vec::new();
+        fw.classify_batch(&[&f], t0, &mut out);
+        assert_eq!(out, vec![Verdict::deliver(1, 0)]);
+        // A VLAN-tagged client.
+        let f = seg(tagged_c, v4s, tcp_flags::ACK, 9)
+            .vlan(7)
+            .build()
+            .unwrap();
+        assert_eq!(fw.classify(&f, t0), Verdict::deliver(1, 0));
+        // Neither a segment without ACK nor the client's own RST teaches anything.
+        let f = seg(no_ack_c, v4s, tcp_flags::PSH, 5).build().unwrap();
+        assert_eq!(fw.classify(&f, t0), Verdict::deliver(1, 0));
+        let f = seg(no_ack_c, v4s, tcp_flags::RST | tcp_flags::ACK, 5)
+            .build()
+            .unwrap();
+        assert_eq!(fw.classify(&f, t0), Verdict::deliver(1, 0));
+        // The other processor's client.
+        let f = seg(other_c, v4s, tcp_flags::ACK, 11).build().unwrap();
+        assert_eq!(fw.classify(&f, t0), Verdict::deliver(2, 0));
+        assert!(!fw.has_frames());
+
+        let v4_link = LinkAddrs {
+            client_mac: router,
+            adapter_mac: adapter,
+            vlan_tci: None,
+        };
+        let default_link = LinkAddrs {
+            client_mac: crate::wire::builder::CLIENT_MAC,
+            adapter_mac: crate::wire::builder::ADAPTER_MAC,
+            vlan_tci: None,
+        };
+        let tagged_link = LinkAddrs {
+            vlan_tci: Some(7),
+            ..default_link
+        };
+        assert_eq!(
+            fw.connections().reset_info(&key(v4c, v4s)),
+            Some(crate::conntable::ResetInfo {
+                link: v4_link,
+                ack: 0x1234_5700
+            })
+        );
+        assert_eq!(fw.connections().reset_info(&key(quiet_c, v4s)), None);
+        assert_eq!(fw.connections().reset_info(&key(no_ack_c, v4s)), None);
+        assert_eq!(fw.connections().link_count(), 3);
+
+        assert!(fw.processor_failed(ProcessorId(1), t0));
+        let frames = fw.take_frames();
+        assert_eq!(frames.len(), 3, "one RST per remembered connection");
+        assert!(fw.take_frames().is_empty() && !fw.has_frames());
+        let expect = [
+            (key(v4c, v4s), v4_link, 0x1234_5700),
+            (key(v6c, v6s), default_link, u32::MAX - 3),
+            (key(tagged_c, v4s), tagged_link, 9),
+        ];
+        for (t, link, seq) in &expect {
+            let n = frames
+                .iter()
+                .filter(|f| {
+                    let p = parse_frame(f, &fw.config().parse).unwrap();
+                    p.tuple().map(|r| (r.remote_port, r.local_port))
+                        == Some((t.local_port, t.remote_port))
+                })
+                .inspect(|f| check_proactive_reset(f, t, link, *seq))
+                .count();
+            assert_eq!(n, 1, "{}", t.describe());
+        }
+        let c = fw.counters();
+        assert_eq!(
+            (
+                c.proactive_resets,
+                c.resets_sent,
+                c.connections_reset,
+                c.connections_orphaned
+            ),
+            (3, 3, 3, 5)
+        );
+        // Every one is orphaned as before: a later segment still gets the
+        // reactive RST — the very frame sent proactively, when the client
+        // acknowledges the same — without counting the connection twice.
+        for (t, _, _) in &expect {
+            assert_eq!(fw.connection(t).unwrap().state, EntryState::Orphaned);
+        }
+        let again = seg(v4c, v4s, tcp_flags::ACK, 0x1234_5700)
+            .macs(router, adapter)
+            .build()
+            .unwrap();
+        let reactive = fw.classify(&again, t0);
+        let proactive = frames
+            .iter()
+            .find(|f| f.len() == 54 && f[0..6] == router)
+            .unwrap();
+        assert_eq!(
+            reactive,
+            Verdict::Reply {
+                frame: proactive.clone()
+            }
+        );
+        let f = seg(quiet_c, v4s, tcp_flags::ACK, 3).build().unwrap();
+        assert!(matches!(fw.classify(&f, t0), Verdict::Reply { .. }));
+        let c = fw.counters();
+        assert_eq!((c.resets_sent, c.connections_reset), (5, 4));
+        // The survivor's connection is untouched; a second failure report
+        // changes nothing and queues nothing.
+        assert_eq!(
+            fw.connection(&key(other_c, v4s)).unwrap().state,
+            EntryState::Established
+        );
+        assert!(!fw.processor_failed(ProcessorId(1), t0));
+        assert!(!fw.has_frames());
+    }
+
+    #[test]
+    fn link_addressings_are_shared_and_forgotten_with_their_connections() {
+        let mut fw = firmware(None);
+        // Client ports 40000.. from one MAC, then one of them moves.
+        for client in 40000..40004u16 {
+            let t = segment(client, tcp_flags::SYN);
+            assert!(matches!(
+                fw.classify(&t, Instant::ZERO),
+                Verdict::Deliver { .. }
+            ));
+            assert!(matches!(
+                fw.classify(&segment(client, tcp_flags::ACK), Instant::ZERO),
+                Verdict::Deliver { .. }
+            ));
+        }
+        assert_eq!(fw.connections().link_count(), 1);
+        let moved = PacketBuilder::tcp(
+            "198.18.5.7:40003".parse().unwrap(),
+            "198.18.0.10:80".parse().unwrap(),
+        )
+        .macs([0x02, 0, 0, 0, 0, 0x77], crate::wire::builder::ADAPTER_MAC)
+        .ack_number(1)
+        .build()
+        .unwrap();
+        fw.classify(&moved, Instant::ZERO);
+        assert_eq!(fw.connections().link_count(), 2);
+        let t = moved_tuple(40003);
+        assert_eq!(
+            fw.connections().reset_info(&t).unwrap().link.client_mac,
+            [0x02, 0, 0, 0, 0, 0x77]
+        );
+        // Removing the connection drops the addressing only it used.
+        fw.apply_envelope(
+            &Envelope::new(ProcessorId(0), ControlMessage::RemoveConnection(t)),
+            Instant::ZERO,
+        )
+        .unwrap();
+        assert_eq!(fw.connections().link_count(), 1);
+        // Provisional entries of a failed processor go, and so do their
+        // addressings; nothing is queued for them.
+        fw.processor_failed(ProcessorId(1), Instant::ZERO);
+        fw.processor_failed(ProcessorId(2), Instant::ZERO);
+        assert!(fw.connections().is_empty());
+        assert_eq!(fw.connections().link_count(), 0);
+        assert!(!fw.has_frames());
+    }
+
+    fn moved_tuple(client: u16) -> FiveTuple {
+        FiveTuple::tcp(
+            "198.18.5.7".parse().unwrap(),
+            client,
+            "198.18.0.10".parse().unwrap(),
+            80,
+        )
     }
 
     #[test]

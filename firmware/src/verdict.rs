@@ -206,8 +206,13 @@ pub struct Counters {
     pub connections_orphaned: u64,
     /// Orphaned connections the adapter reset (first RST sent for each).
     pub connections_reset: u64,
-    /// RST frames sent (a connection may be reset more than once).
+    /// RST frames sent (a connection may be reset more than once), in
+    /// answer to a segment or proactively.
     pub resets_sent: u64,
+    /// RST frames queued on the firmware's own initiative when a processor
+    /// went down, one per established connection of it whose client's last
+    /// acknowledgement was remembered (also counted in `resets_sent`).
+    pub proactive_resets: u64,
     /// Orphaned entries removed after their linger time.
     pub orphans_expired: u64,
     /// First-fragment decisions recorded.
@@ -239,6 +244,7 @@ impl Default for Counters {
             connections_orphaned: 0,
             connections_reset: 0,
             resets_sent: 0,
+            proactive_resets: 0,
             orphans_expired: 0,
             fragments_tracked: 0,
             fragments_followed: 0,

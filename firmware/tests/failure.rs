@@ -8,6 +8,8 @@ use core::time::Duration;
 use common::*;
 use snet_firmware::conntable::EntryState;
 use snet_firmware::control::{ControlError, ControlMessage, RejectReason};
+use snet_firmware::kit::invariants;
+use snet_firmware::tuple::ip_of;
 use snet_firmware::wire::{ParseOptions, parse_frame, tcp_flags};
 use snet_firmware::{Config, DropReason, ProcessorId, Verdict};
 
@@ -64,6 +66,51 @@ fn processor_down_resets_its_connections_and_leaves_the_others() {
     for (n, p) in [(10u16, 1), (11, 3), (12, 1), (13, 3)] {
         h.expect_delivered_to(&syn(n, 23), p).unwrap();
     }
+}
+
+#[test]
+fn a_processor_down_message_queues_a_reset_for_each_client_that_acknowledged() {
+    let mut h = six_connections();
+    // Clients 1 and 4 (P2) and 0 (P1) have acknowledged something; client 7
+    // of P2 connected but never did.
+    for n in [0u16, 1, 4] {
+        h.send(&ack(n, 23));
+    }
+    h.expect_delivered_to(&syn(6, 23), 1).unwrap();
+    h.expect_delivered_to(&syn(7, 23), 2).unwrap();
+    h.control(2, ControlMessage::AddConnection(tuple(7, 23)))
+        .unwrap();
+    h.control(1, ControlMessage::ProcessorDown(ProcessorId(2)))
+        .unwrap();
+    let frames = h.firmware().take_frames();
+    assert_eq!(frames.len(), 2, "clients 1 and 4, not 7");
+    let mut ports = Vec::new();
+    for f in &frames {
+        let p = invariants::check_reset(f).unwrap();
+        let t = p.tcp().unwrap();
+        assert_eq!((t.flags, t.seq), (tcp_flags::RST, 5000));
+        let ip = p.ip.unwrap();
+        assert_eq!(ip_of(&ip.src), server(23).ip());
+        let client_port = ip.transport.unwrap().dst_port;
+        let n = client_port - 40000;
+        assert_eq!(ip_of(&ip.dst), client(n).ip());
+        ports.push(client_port);
+    }
+    ports.sort_unstable();
+    assert_eq!(ports, [client(1).port(), client(4).port()]);
+    let c = h.firmware().counters().clone();
+    assert_eq!(
+        (
+            c.proactive_resets,
+            c.connections_reset,
+            c.connections_orphaned
+        ),
+        (2, 2, 3)
+    );
+    // Client 7 learns on its next segment, as before.
+    assert!(matches!(h.send(&ack(7, 23)), Verdict::Reply { .. }));
+    assert_eq!(h.firmware().counters().connections_reset, 3);
+    assert!(!h.firmware().has_frames());
 }
 
 #[test]

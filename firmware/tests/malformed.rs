@@ -574,11 +574,20 @@ proptest! {
         prop_assert_eq!(fw.connections().len(), 1);
     }
 
-    /// Batched classification gives the same verdicts and counters.
+    /// Batched classification gives the same verdicts and counters, and
+    /// remembers the same for resets: a processor failure then queues the
+    /// same RSTs.
     #[test]
     fn batch_equals_one_by_one(frames in proptest::collection::vec(mutated(), 1..70)) {
         let cfg = Config { provisional_capacity: 6, ..shared_config() };
         let (mut a, mut b) = (fresh(cfg.clone()), fresh(cfg));
+        // Clients 4..8 have established connections to P1 and P2.
+        for fw in [&mut a, &mut b] {
+            for n in 4..8u16 {
+                let m = Envelope::new(ProcessorId(1 + n % 2), ControlMessage::AddConnection(tuple(n, 23)));
+                fw.apply(&m.to_bytes(), Instant::ZERO).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            }
+        }
         let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
         let mut batch = Vec::new();
         b.classify_batch(&refs, Instant::ZERO, &mut batch);
@@ -586,6 +595,24 @@ proptest! {
         prop_assert_eq!(batch, single);
         prop_assert_eq!(a.counters(), b.counters());
         prop_assert_eq!(a.snapshot(), b.snapshot());
+        let remembered = |fw: &Firmware| {
+            let mut v: Vec<_> = fw.connections().iter_reset_info().collect();
+            v.sort_unstable();
+            v
+        };
+        prop_assert_eq!(remembered(&a), remembered(&b));
+        let mut resets = Vec::new();
+        for fw in [&mut a, &mut b] {
+            fw.processor_failed(ProcessorId(1), Instant::ZERO);
+            let mut frames = fw.take_frames();
+            for f in &frames {
+                invariants::check_reset(f).map_err(TestCaseError::fail)?;
+            }
+            frames.sort_unstable();
+            resets.push(frames);
+        }
+        prop_assert_eq!(&resets[0], &resets[1]);
+        prop_assert_eq!(a.counters(), b.counters());
     }
 
     /// The proptest twin of the `control` fuzz target.

@@ -377,3 +377,125 @@ fn clients_of_a_failed_processor_are_reset_and_the_others_finish_intact() {
         "reset after {reset_within}"
     );
 }
+
+/// A client that sent its request and waits for the answer sends nothing
+/// more, so no segment of it would meet the adapter's reactive reset; when
+/// its server's processor fails (`fail` makes the adapter learn it), the
+/// adapter resets it anyway, at once, from what it remembered of the
+/// connection's last acknowledgement.
+fn idle_client_of_a_failed_processor_is_reset(
+    remote: IpAddress,
+    client: IpAddress,
+    fail: fn(&mut NetRig),
+) {
+    let mut rig = NetRig::new(RigConfig::default(), 1).unwrap();
+    let srv = server(&mut rig, 2, 80);
+    let cli = {
+        let host = &mut rig.hosts.clients[0];
+        let mut s = tcp_socket();
+        s.connect(host.iface.context(), (remote, 80), 40200)
+            .unwrap();
+        host.sockets.add(s)
+    };
+    rig.kick();
+    rig.run_for(Duration::from_ms(5));
+    // The server's processor confirms the connection's filter.
+    let t = snet_firmware::FiveTuple::tcp(client.into(), 40200, remote.into(), 80);
+    assert_eq!(
+        rig.control(2, ControlMessage::AddConnection(t)),
+        ControlOutcome::Accepted
+    );
+    // The request goes out and is read; no answer comes.
+    rig.hosts.clients[0]
+        .sockets
+        .get_mut::<tcp::Socket>(cli)
+        .send_slice(b"GET /slow")
+        .unwrap();
+    rig.kick();
+    rig.run_for(Duration::from_ms(5));
+    let mut buf = [0u8; 64];
+    let n = rig
+        .hosts
+        .stack_mut(2)
+        .unwrap()
+        .sockets
+        .get_mut::<tcp::Socket>(srv)
+        .recv_slice(&mut buf)
+        .unwrap();
+    assert_eq!(&buf[..n], b"GET /slow");
+    // The server's delayed acknowledgement (10 ms) reaches the client.
+    rig.kick();
+    rig.run_for(Duration::from_ms(20));
+    let s = rig.hosts.clients[0].sockets.get::<tcp::Socket>(cli);
+    assert_eq!(s.state(), tcp::State::Established);
+    assert_eq!(s.send_queue(), 0, "the request was acknowledged");
+    let replies = rig.cluster.nics[0].counters().rx_replies;
+
+    let failed_at = rig.now();
+    fail(&mut rig);
+    for _ in 0..100 {
+        rig.run_for(Duration::from_us(10));
+        if rig.hosts.clients[0].sockets.get::<tcp::Socket>(cli).state() == tcp::State::Closed {
+            break;
+        }
+    }
+    let s = rig.hosts.clients[0].sockets.get::<tcp::Socket>(cli);
+    assert_eq!(s.state(), tcp::State::Closed, "reset");
+    let reset_within = rig.now() - failed_at;
+    assert!(
+        reset_within < Duration::from_us(100),
+        "reset after {reset_within}"
+    );
+    let nic = &rig.cluster.nics[0];
+    assert_eq!(nic.counters().tx_firmware_frames, 1, "one proactive RST");
+    assert_eq!(nic.firmware().counters().proactive_resets, 1);
+    assert_eq!(
+        nic.counters().rx_replies,
+        replies,
+        "the client sent nothing to answer"
+    );
+    assert!(rig.hosts.errors.is_empty(), "{:?}", rig.hosts.errors);
+}
+
+/// The fabric reports the processor's endpoint down.
+fn fabric_failure(rig: &mut NetRig) {
+    rig.fail_processor(2);
+}
+
+/// Another processor declares it down in a control message.
+fn declared_down(rig: &mut NetRig) {
+    assert_eq!(
+        rig.control(
+            0,
+            ControlMessage::ProcessorDown(snet_firmware::ProcessorId(2))
+        ),
+        ControlOutcome::Accepted
+    );
+}
+
+#[test]
+fn an_idle_client_of_a_failed_processor_is_reset_promptly_over_ipv4() {
+    idle_client_of_a_failed_processor_is_reset(
+        IpAddress::Ipv4(CLUSTER_IPV4),
+        IpAddress::v4(198, 18, 1, 1),
+        fabric_failure,
+    );
+}
+
+#[test]
+fn an_idle_client_of_a_failed_processor_is_reset_promptly_over_ipv6() {
+    idle_client_of_a_failed_processor_is_reset(
+        IpAddress::Ipv6(CLUSTER_IPV6),
+        IpAddress::v6(0x2001, 0xdb8, 0, 0, 0, 0, 1, 1),
+        fabric_failure,
+    );
+}
+
+#[test]
+fn an_idle_client_is_reset_when_its_processor_is_declared_down() {
+    idle_client_of_a_failed_processor_is_reset(
+        IpAddress::Ipv4(CLUSTER_IPV4),
+        IpAddress::v4(198, 18, 1, 1),
+        declared_down,
+    );
+}

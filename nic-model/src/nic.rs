@@ -242,6 +242,10 @@ pub struct NicCounters {
     pub mailbox_rejected: u64,
     /// Processors reported down by the fabric.
     pub processors_failed: u64,
+    /// Frames the firmware queued on its own and the adapter put on its
+    /// transmit queue: RSTs for the clients of a failed processor's
+    /// connections (proactive resets; `rx_replies` counts the reactive ones).
+    pub tx_firmware_frames: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1674,6 +1678,7 @@ impl Nic {
             let (_, f, v) = self.classified.pop_front().expect("front exists");
             self.dispatch(sched, fabric, f, v);
         }
+        self.queue_firmware_frames();
         self.pump_wire(sched, fabric);
         if self
             .firmware
@@ -2012,6 +2017,9 @@ impl Nic {
             return reject(snet_firmware::control::RejectReason::Unauthorised);
         }
         let r = self.firmware.apply_envelope(&env, fw_time(now));
+        if self.queue_firmware_frames() {
+            self.wake(sched, now);
+        }
         if let Some(t) = self.firmware.poll_at() {
             self.wake(sched, Instant::from_ns(t.as_nanos()).max(now));
         }
@@ -2042,8 +2050,9 @@ impl Nic {
 
     /// The fabric reported processor endpoint `p` down: the adapter stops
     /// DMA to it, drops its queues and frames, and tells the firmware (its
-    /// connections are then answered with RST). Transfers to other
-    /// processors are untouched.
+    /// connections are then answered with RST), then sends the RSTs the
+    /// firmware queued for the clients of those connections. Transfers to
+    /// other processors are untouched.
     pub fn processor_down<S: NicScheduler>(&mut self, sched: &mut S, p: EndpointId) {
         let now = now_of(sched);
         let Some(i) = self.processor_index(p) else {
@@ -2063,6 +2072,23 @@ impl Nic {
         }
         self.tx_waiting.retain(|&(pp, _)| pp != i);
         self.firmware.processor_failed(ProcessorId(i), fw_time(now));
+        if self.queue_firmware_frames() {
+            self.wake(sched, now);
+        }
+    }
+
+    /// Moves the frames the firmware queued on its own (the RSTs of a
+    /// processor failure) to the port's transmit queue, where they go out
+    /// like the firmware's replies (padded, with FCS) at the next wake-up.
+    /// Returns whether there were any.
+    fn queue_firmware_frames(&mut self) -> bool {
+        if !self.firmware.has_frames() {
+            return false;
+        }
+        let frames = self.firmware.take_frames();
+        self.counters.tx_firmware_frames += frames.len() as u64;
+        self.wire.extend(frames.into_iter().map(WireFrame::Owned));
+        true
     }
 
     /// Processor endpoint `p` runs again (its queues must be created anew;

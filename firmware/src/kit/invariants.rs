@@ -1,16 +1,21 @@
 //! Invariant checks shared by the fuzz targets and the property tests: feed a
 //! frame or a control message to a firmware and check what must always hold.
 
+use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
+
 use crate::control::Envelope;
 use crate::firmware::Firmware;
 use crate::time::Instant;
+use crate::tuple::ip_of;
 use crate::verdict::Verdict;
-use crate::wire::{ParseOptions, VlanPolicy, parse_frame, tcp_flags};
+use crate::wire::{
+    ETHERTYPE_IPV4, ParseOptions, ParsedFrame, VlanPolicy, parse_frame, tcp_flags, vlan,
+};
 
 /// Classifies `frame` and checks: exactly one frame counted; a delivery goes
 /// to a live processor and an existing queue; a master verdict names the
-/// current master; a reply is a well-formed TCP RST; table counts stay within
-/// the configured capacities.
+/// current master; a reply is a well-formed TCP RST ([`check_reset`]); table
+/// counts stay within the configured capacities.
 pub fn check_frame(fw: &mut Firmware, frame: &[u8], now: Instant) -> Result<Verdict, String> {
     let before = fw.counters().frames;
     let v = fw.classify(frame, now);
@@ -38,15 +43,7 @@ pub fn check_frame(fw: &mut Firmware, frame: &[u8], now: Instant) -> Result<Verd
             }
         }
         Verdict::Reply { frame: rst } => {
-            let opts = ParseOptions {
-                vlan: VlanPolicy::Accept(Vec::new()),
-                ..ParseOptions::default()
-            };
-            let p = parse_frame(rst, &opts).map_err(|r| format!("reply does not parse: {r}"))?;
-            let tcp = p.tcp().ok_or("reply is not TCP")?;
-            if tcp.flags & tcp_flags::RST == 0 {
-                return Err("reply is not a RST".into());
-            }
+            check_reset(rst).map_err(|e| format!("reply: {e}"))?;
         }
         Verdict::Drop(_) => {}
     }
@@ -56,14 +53,29 @@ pub fn check_frame(fw: &mut Firmware, frame: &[u8], now: Instant) -> Result<Verd
 
 /// Applies `bytes` as a control message and checks: exactly one message
 /// counted (accepted or rejected); an accepted message re-encodes to the same
-/// bytes; the replicated state survives a dump and a parse unchanged.
+/// bytes; the replicated state survives a dump and a parse unchanged; the
+/// frames the firmware queued meanwhile (taken here) are as many as the
+/// proactive resets counted, each a well-formed TCP RST ([`check_reset`]).
 pub fn check_control(fw: &mut Firmware, bytes: &[u8], now: Instant) -> Result<(), String> {
     let c = fw.counters();
     let before = c.control_accepted + c.rejected_total();
+    let resets_before = c.proactive_resets;
+    let earlier = fw.take_frames();
     let r = fw.apply(bytes, now);
     let c = fw.counters();
     if c.control_accepted + c.rejected_total() != before + 1 {
         return Err("control counters did not move by one".into());
+    }
+    let resets = c.proactive_resets - resets_before;
+    let frames = fw.take_frames();
+    if frames.len() as u64 != resets {
+        return Err(format!(
+            "{} frames queued for {resets} proactive resets",
+            frames.len()
+        ));
+    }
+    for f in earlier.iter().chain(&frames) {
+        check_reset(f).map_err(|e| format!("queued frame: {e}"))?;
     }
     if r.is_ok() {
         let env =
@@ -79,6 +91,50 @@ pub fn check_control(fw: &mut Firmware, bytes: &[u8], now: Instant) -> Result<()
         _ => return Err("dump does not reproduce the snapshot".into()),
     }
     check_tables(fw)
+}
+
+/// Checks that `frame` (Ethernet, without FCS) is a TCP RST the adapter may
+/// send: it parses (one VLAN tag allowed), its IPv4 header checksum and its
+/// TCP checksum verify, and RST is set. Returns the parsed frame.
+pub fn check_reset(frame: &[u8]) -> Result<ParsedFrame, String> {
+    let opts = ParseOptions {
+        vlan: VlanPolicy::Accept(Vec::new()),
+        ..ParseOptions::default()
+    };
+    let p = parse_frame(frame, &opts).map_err(|r| format!("does not parse: {r}"))?;
+    let ip = p.ip.as_ref().ok_or("not IP")?;
+    let tcp = p.tcp().ok_or("not TCP")?;
+    if tcp.flags & tcp_flags::RST == 0 {
+        return Err("not a RST".into());
+    }
+    let tag = if p.vlan_tci.is_some() {
+        vlan::TAG_LEN
+    } else {
+        0
+    };
+    let l3 = &frame[14 + tag..];
+    let l4 = if p.ethertype == ETHERTYPE_IPV4 {
+        let v4 = Ipv4Packet::new_checked(l3).map_err(|e| format!("IPv4: {e}"))?;
+        if !v4.verify_checksum() {
+            return Err("bad IPv4 header checksum".into());
+        }
+        &l3[v4.header_len().into()..usize::from(v4.total_len())]
+    } else {
+        let v6 = Ipv6Packet::new_checked(l3).map_err(|e| format!("IPv6: {e}"))?;
+        if v6.next_header() != IpProtocol::Tcp {
+            return Err("IPv6 extension headers in a RST".into());
+        }
+        &l3[40..40 + usize::from(v6.payload_len())]
+    };
+    let seg = TcpPacket::new_checked(l4).map_err(|e| format!("TCP: {e}"))?;
+    let (src, dst) = (
+        IpAddress::from(ip_of(&ip.src)),
+        IpAddress::from(ip_of(&ip.dst)),
+    );
+    if !seg.verify_checksum(&src, &dst) {
+        return Err("bad TCP checksum".into());
+    }
+    Ok(p)
 }
 
 fn check_tables(fw: &Firmware) -> Result<(), String> {

@@ -6,12 +6,18 @@
 //! its sequence number from the segment's acknowledgement number and carries
 //! no ACK; otherwise the reset has sequence number zero and acknowledges the
 //! segment's sequence number plus its length (SYN and FIN count one each).
+//!
+//! [`build_reset_to`] builds the proactive reset, sent when the processor
+//! fails with no segment to answer: the same frame as the answer to the
+//! connection's last segment with ACK set, from what the connection table
+//! remembered of it.
 
 use std::net::SocketAddr;
 
 use super::builder::PacketBuilder;
 use super::{ParsedFrame, tcp_flags};
-use crate::tuple::ip_of;
+use crate::conntable::ResetInfo;
+use crate::tuple::{FiveTuple, PROTO_TCP, ip_of};
 
 /// Builds the RST answering `frame`, or `None` if `frame` is not a TCP segment
 /// with its header or is itself a RST (never answer a reset).
@@ -44,6 +50,30 @@ pub fn build_reset(frame: &ParsedFrame) -> Option<Vec<u8>> {
     .ack_number(ack)
     .macs(frame.dst_mac, frame.src_mac)
     .vlan_tci(frame.vlan_tci)
+    .hop_limit(64)
+    .ident(0)
+    .build()
+    .ok()
+}
+
+/// Builds the RST the adapter sends on its own to the client of TCP
+/// connection `t` (keyed as inbound: `remote` is the client): from the
+/// cluster address and port to the client's, with the MACs and VLAN tag of
+/// `info.link` mirrored, sequence number `info.ack`, RST alone. `None` if
+/// `t` is not TCP or the frame cannot be built.
+pub fn build_reset_to(t: &FiveTuple, info: &ResetInfo) -> Option<Vec<u8>> {
+    if t.protocol != PROTO_TCP {
+        return None;
+    }
+    PacketBuilder::tcp(
+        SocketAddr::new(ip_of(&t.local_addr), t.local_port),
+        SocketAddr::new(ip_of(&t.remote_addr), t.remote_port),
+    )
+    .flags(tcp_flags::RST)
+    .seq(info.ack)
+    .ack_number(0)
+    .macs(info.link.adapter_mac, info.link.client_mac)
+    .vlan_tci(info.link.vlan_tci)
     .hop_limit(64)
     .ident(0)
     .build()
