@@ -62,7 +62,8 @@ fn the_quickstart_passes_and_reports_what_happened() {
         r.connections.reset > 0,
         "the failed processor's clients are reset"
     );
-    assert_eq!(r.connections.failed, 0);
+    // Only attempts caught in their handshake with processor 2 may fail.
+    assert!(r.connections.failed < 10, "{}", r.table());
     assert!(r.requests > 4 * r.connections.completed / 2);
     assert_eq!(r.faults.len(), 1);
     assert_eq!(r.faults[0].outcome, "applied");
@@ -106,9 +107,25 @@ fn the_same_file_and_seed_give_the_same_trace_hash() {
         strip(&b),
         "every figure is the same, not only the hash"
     );
-    let c = run_file(&path, Some(99));
-    assert_eq!(c.seed, 99);
-    assert_ne!(a.trace_hash, c.trace_hash, "another seed, another run");
+    // With random arrivals, another seed is another run.
+    let open_loop = |seed: u64| {
+        let s = Scenario::from_yaml_str(
+            &format!(
+                "name: poisson\nseed: {seed}\nduration: 10ms\napps:\n  - {{ model: echo, port: 7 }}\nclients:\n  - {{ count: 8, target: \"198.18.0.10:7\", rate: 20k/s }}\n"
+            ),
+            "poisson.yaml",
+        )
+        .unwrap();
+        run(&s, RunOptions::default()).unwrap()
+    };
+    let (x, y, z) = (open_loop(1), open_loop(1), open_loop(99));
+    assert_eq!(x.trace_hash, y.trace_hash);
+    assert_eq!(z.seed, 99);
+    assert_ne!(
+        x.trace_hash, z.trace_hash,
+        "another seed, other arrival times"
+    );
+    assert!(x.requests > 100 && z.requests > 100, "{}", x.table());
 }
 
 #[test]
@@ -121,15 +138,16 @@ fn every_example_passes_its_expectations() {
             if p.is_dir() {
                 dirs.push(p);
             } else if p.extension().is_some_and(|x| x == "yaml")
-                && !p.to_string_lossy().contains("full")
-                && !p.to_string_lossy().contains("filters")
+                // The large cluster runs in release builds (CI runs
+                // examples/large/ci.yaml with snet run).
+                && !p.to_string_lossy().contains("large")
             {
                 files.push(p);
             }
         }
     }
     files.sort();
-    assert!(files.len() >= 16, "{files:?}");
+    assert!(files.len() >= 19, "{files:?}");
     for f in files {
         let r = run_file(&f, None);
         assert!(r.passed, "{}:\n{}", f.display(), r.table());
@@ -192,12 +210,12 @@ expect:
     );
     assert!(expectation(&r, "no_data_lost").passed);
     assert!(r.table().contains("✗ throughput_at_least"));
-    // Echo: every byte came back.
-    assert_eq!(
-        r.bytes.sent,
-        r.bytes.received + 8 * 100 * 0 + (r.bytes.sent - r.bytes.received)
-    );
-    assert!(r.bytes.received > 0 && r.bytes.lost == 0);
+    // Echo: every request's 100 bytes came back (at most one request per
+    // client was still on its way at the end).
+    assert!(r.requests > 100);
+    assert!(r.bytes.received >= r.requests * 100, "{}", r.table());
+    assert!(r.bytes.received < (r.requests + 8) * 100, "{}", r.table());
+    assert_eq!(r.bytes.lost, 0);
 }
 
 #[test]

@@ -87,6 +87,7 @@ pub fn run(args: &RunArgs) -> u8 {
         pcap: args.pcap.clone(),
         base_dir: args.file.parent().map(PathBuf::from),
         progress: Some(progress),
+        ..RunOptions::default()
     };
     log::info!("running {} ({})", args.file.display(), scenario.summary());
     let report = match run_scenario(&scenario, options) {

@@ -4,7 +4,6 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use smoltcp::wire::{Ipv4Address, Ipv6Address};
 use snet_fabric::Plane as FabricPlane;
 use snet_fabric::network::FabricConfig;
 use snet_fabric::packet::PacketLimits;
@@ -31,8 +30,18 @@ use crate::scenario::model::{AppModel, Arrival, Policy, Protocol, Scenario, Stac
 /// capacity-weighted policy.
 pub const CAPACITY_REPORTS: Duration = Duration::from_ms(1);
 
-/// Clients of one population that share one emulated client host.
+/// Clients of one population that share one emulated client host, at
+/// least.
 pub const MEMBERS_PER_HOST: u32 = 16;
+/// Client hosts one population spreads over, at most (a larger population
+/// puts more clients on each host, so the LAN does not carry thousands of
+/// hosts' address resolution at once).
+pub const MAX_HOSTS_PER_POPULATION: u32 = 2000;
+
+/// Clients per host for a population of `count`.
+pub fn members_per_host(count: u32) -> u32 {
+    MEMBERS_PER_HOST.max(count.div_ceil(MAX_HOSTS_PER_POPULATION))
+}
 /// First service number of the applications' back ends (app `i` uses
 /// `SERVICE_BASE + i`).
 pub const SERVICE_BASE: u32 = 100;
@@ -131,11 +140,11 @@ pub fn net_config(
         }
     }
     let ipv4 = lan0.ip.iter().find_map(|ip| match ip {
-        IpAddr::V4(v) => Some(Ipv4Address::from(*v)),
+        IpAddr::V4(v) => Some(*v),
         IpAddr::V6(_) => None,
     });
     let ipv6 = lan0.ip.iter().find_map(|ip| match ip {
-        IpAddr::V6(v) => Some(Ipv6Address::from(*v)),
+        IpAddr::V6(v) => Some(*v),
         IpAddr::V4(_) => None,
     });
     if lan0.ip.len() > ipv4.iter().count() + ipv6.iter().count() {
@@ -276,7 +285,7 @@ pub fn socket_buffer(s: &Scenario) -> usize {
 pub fn client_hosts(s: &Scenario) -> usize {
     s.clients
         .iter()
-        .map(|c| c.count.div_ceil(MEMBERS_PER_HOST) as usize)
+        .map(|c| c.count.div_ceil(members_per_host(c.count)) as usize)
         .sum()
 }
 
@@ -337,12 +346,13 @@ pub fn attach_clients(
             stop: c.stop.map_or(end, |t| t0 + t.to_fabric()).min(end),
             buffer,
         };
-        let hosts = c.count.div_ceil(MEMBERS_PER_HOST);
+        let per_host = members_per_host(c.count);
+        let hosts = c.count.div_ceil(per_host);
         for h in 0..hosts {
-            let n = MEMBERS_PER_HOST.min(c.count - h * MEMBERS_PER_HOST);
+            let n = per_host.min(c.count - h * per_host);
             let members: Vec<(usize, u64, Duration)> = (0..n)
                 .map(|k| {
-                    let member = u64::from(h * MEMBERS_PER_HOST + k);
+                    let member = u64::from(h * per_host + k);
                     let offset = Duration::from_ps(
                         (u128::from(plan.think.as_ps()) * u128::from(member)
                             / u128::from(c.count.max(1))) as u64,
@@ -362,14 +372,19 @@ pub fn attach_clients(
     Ok(())
 }
 
+/// Builds an application instance around the run's ledger.
+pub type MakeApp = Box<dyn Fn(&Shared) -> Box<dyn Application>>;
+
 /// One application instance to start.
 pub struct Instance {
     /// The processor.
     pub processor: usize,
     /// It opens a listening socket (or binds a UDP port) the clients need.
     pub listens: bool,
+    /// The scenario app it belongs to (index in `apps`).
+    pub app: usize,
     /// Builds it (again after a restore).
-    pub make: Box<dyn Fn(&Shared) -> Box<dyn Application>>,
+    pub make: MakeApp,
 }
 
 /// Every application instance of the scenario, and notes on placements the
@@ -381,11 +396,7 @@ pub fn instances(s: &Scenario, max_payload: usize) -> (Vec<Instance>, Vec<String
     let conventional = matches!(s.stack, Stack::Conventional { .. });
     let cpu = s.processors.cpu;
     for (ai, a) in s.apps.iter().enumerate() {
-        let name = if a.name.is_empty() {
-            format!("{}-{}", a.model, a.port)
-        } else {
-            a.name.clone()
-        };
+        let name = app_name(a, ai);
         let service = SERVICE_BASE + ai as u32;
         let work = a.work.time(&cpu).to_fabric();
         let mut front: Vec<u32> = a.processors.resolve(n);
@@ -411,6 +422,7 @@ pub fn instances(s: &Scenario, max_payload: usize) -> (Vec<Instance>, Vec<String
                     out.push(Instance {
                         processor: p as usize,
                         listens: true,
+                        app: ai,
                         make: Box::new(move |l| {
                             Box::new(DatagramServer::new(&nm, port, work, l.clone()))
                         }),
@@ -425,6 +437,7 @@ pub fn instances(s: &Scenario, max_payload: usize) -> (Vec<Instance>, Vec<String
                     out.push(Instance {
                         processor: p as usize,
                         listens: true,
+                        app: ai,
                         make: Box::new(move |l| {
                             Box::new(Server::new(&nm, Some(port), None, work, l.clone()))
                         }),
@@ -443,6 +456,7 @@ pub fn instances(s: &Scenario, max_payload: usize) -> (Vec<Instance>, Vec<String
                     out.push(Instance {
                         processor: p as usize,
                         listens: true,
+                        app: ai,
                         make: Box::new(move |l| {
                             Box::new(Handoff::new(&nm, port, service, w.clone(), pick, l.clone()))
                         }),
@@ -453,6 +467,7 @@ pub fn instances(s: &Scenario, max_payload: usize) -> (Vec<Instance>, Vec<String
                     out.push(Instance {
                         processor: p,
                         listens: false,
+                        app: ai,
                         make: Box::new(move |l| {
                             Box::new(Server::new(&nm, None, Some(service), work, l.clone()))
                         }),
@@ -466,6 +481,7 @@ pub fn instances(s: &Scenario, max_payload: usize) -> (Vec<Instance>, Vec<String
                     out.push(Instance {
                         processor: p as usize,
                         listens: true,
+                        app: ai,
                         make: Box::new(move |l| {
                             Box::new(Distributor::new(
                                 &nm,
@@ -483,6 +499,7 @@ pub fn instances(s: &Scenario, max_payload: usize) -> (Vec<Instance>, Vec<String
                     out.push(Instance {
                         processor: p,
                         listens: false,
+                        app: ai,
                         make: Box::new(move |l| {
                             Box::new(Backend::new(&nm, service, work, max_payload, l.clone()))
                         }),
@@ -509,6 +526,7 @@ pub fn instances(s: &Scenario, max_payload: usize) -> (Vec<Instance>, Vec<String
                     out.push(Instance {
                         processor: p as usize,
                         listens: true,
+                        app: ai,
                         make: Box::new(move |l| {
                             Box::new(
                                 Server::new(&nm, Some(port), None, work, l.clone())
@@ -521,6 +539,34 @@ pub fn instances(s: &Scenario, max_payload: usize) -> (Vec<Instance>, Vec<String
         }
     }
     (out, notes)
+}
+
+/// An app's name as reports use it: its `name`, else `MODEL-PORT`.
+pub fn app_name(a: &crate::scenario::model::App, _index: usize) -> String {
+    if a.name.is_empty() {
+        format!("{}-{}", a.model, a.port)
+    } else {
+        a.name.clone()
+    }
+}
+
+/// The client hosts (indices) of the population named `name` (its
+/// `name`, else `clients<i>`).
+pub fn population_hosts(s: &Scenario, name: &str) -> Option<std::ops::Range<usize>> {
+    let mut first = 0usize;
+    for (i, c) in s.clients.iter().enumerate() {
+        let n = c.count.div_ceil(members_per_host(c.count)) as usize;
+        let own = if c.name.is_empty() {
+            format!("clients{i}")
+        } else {
+            c.name.clone()
+        };
+        if own == name {
+            return Some(first..first + n);
+        }
+        first += n;
+    }
+    None
 }
 
 /// Whether the app named `name` is some broker's back end (its instances
@@ -539,8 +585,10 @@ pub fn filter_tree(
     let Some(f) = &s.firmware.filter else {
         return Ok(None);
     };
+    // The loader already resolves the path against the scenario file's
+    // directory; a scenario built from text resolves it against `base`.
     let path = match base {
-        Some(b) if f.is_relative() => b.join(f),
+        Some(b) if f.is_relative() && !f.exists() => b.join(f),
         _ => f.clone(),
     };
     let text = std::fs::read_to_string(&path)

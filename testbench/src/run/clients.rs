@@ -217,7 +217,7 @@ impl ClientBehaviour for HostDriver {
                 let mem = &mut self.members[m];
                 while mem.next_arrival <= now && mem.next_arrival < plan.stop {
                     mem.due.push_back(mem.next_arrival);
-                    mem.next_arrival = mem.next_arrival + gap(&mut mem.rng, mean, poisson);
+                    mem.next_arrival += gap(&mut mem.rng, mean, poisson);
                 }
                 if mem.next_arrival < plan.stop {
                     soon(mem.next_arrival);

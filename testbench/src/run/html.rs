@@ -1535,6 +1535,7 @@ mod tests {
                 .map(|i| (10f64.powf(i as f64 / 4.0), (i * 37 % 50) as u64))
                 .collect(),
             avt_violations: 0,
+            lan: crate::run::report::LanReport::default(),
             faults: vec![FaultReport {
                 at_ns: fail_at,
                 action: "fail processor 2".into(),

@@ -41,7 +41,22 @@ pub struct RunOptions {
     pub base_dir: Option<PathBuf>,
     /// Called now and then with (virtual time done, virtual time total).
     pub progress: Option<Box<dyn FnMut(Duration, Duration)>>,
+    /// Your own servers: the scenario's app of this name runs your
+    /// application instead of its model, on the same processors (its port,
+    /// clients and faults stay as written). See `examples/custom_app.rs`.
+    pub apps: Vec<(String, CustomApp)>,
+    /// Your own clients: the client hosts of the population of this name
+    /// run your behaviour instead of the built-in one.
+    pub clients: Vec<(String, CustomClient)>,
 }
+
+/// Makes a user's application for processor `p`; it can record into the
+/// run's ledger like the built-in models do.
+pub type CustomApp = Box<dyn Fn(&Shared, usize) -> Box<dyn snet_host_lib::app::Application>>;
+
+/// Makes a user's client behaviour for client host `h` of its population
+/// (hosts carry [`build::members_per_host`] clients each).
+pub type CustomClient = Box<dyn Fn(&Shared, usize) -> Box<dyn snet_host_lib::net::ClientBehaviour>>;
 
 impl std::fmt::Debug for RunOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,6 +64,11 @@ impl std::fmt::Debug for RunOptions {
             .field("seed", &self.seed)
             .field("pcap", &self.pcap)
             .field("base_dir", &self.base_dir)
+            .field("apps", &self.apps.iter().map(|a| &a.0).collect::<Vec<_>>())
+            .field(
+                "clients",
+                &self.clients.iter().map(|c| &c.0).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -123,8 +143,28 @@ pub fn run(s: &Scenario, mut options: RunOptions) -> Result<Report, RunError> {
     }
     let n = s.processors.count as usize;
     let ledger = Ledger::new(n);
-    let (instances, more) = build::instances(s, max_payload);
+    let (mut instances, more) = build::instances(s, max_payload);
     notes.extend(more);
+    for (name, make) in std::mem::take(&mut options.apps) {
+        let app = s
+            .apps
+            .iter()
+            .enumerate()
+            .find(|(i, a)| build::app_name(a, *i) == name)
+            .ok_or_else(|| RunError::Invalid(format!("no app named {name} in the scenario")))?;
+        let make = std::rc::Rc::new(make);
+        instances.retain(|i| i.app != app.0);
+        for p in app.1.processors.resolve(s.processors.count) {
+            let m = make.clone();
+            let p = p as usize;
+            instances.push(build::Instance {
+                processor: p,
+                listens: true,
+                app: app.0,
+                make: Box::new(move |l| m(l, p)),
+            });
+        }
+    }
     for i in &instances {
         rig.spawn(i.processor, (i.make)(&ledger))
             .map_err(RunError::Invalid)?;
@@ -146,6 +186,14 @@ pub fn run(s: &Scenario, mut options: RunOptions) -> Result<Report, RunError> {
     }
     let t0 = rig.now();
     build::attach_clients(s, seed, &mut rig, &ledger, t0).map_err(RunError::Invalid)?;
+    for (name, make) in std::mem::take(&mut options.clients) {
+        let hosts = build::population_hosts(s, &name)
+            .ok_or_else(|| RunError::Invalid(format!("no client population named {name}")))?;
+        for (k, h) in hosts.enumerate() {
+            rig.attach_client(h, make(&ledger, k))
+                .map_err(RunError::Invalid)?;
+        }
+    }
     let busy0: Vec<u64> = rig.hosts.cpus.iter().map(|c| c.busy().as_ps()).collect();
     let mut r = Runner {
         s,
@@ -188,7 +236,7 @@ pub fn run(s: &Scenario, mut options: RunOptions) -> Result<Report, RunError> {
         r.apply_faults();
         if r.rig.now() >= next_sample {
             r.sample();
-            next_sample = next_sample + step;
+            next_sample += step;
         }
         if let Some(p) = options.progress.as_mut()
             && last_progress.elapsed().as_millis() >= 200
@@ -416,7 +464,6 @@ impl Runner<'_> {
 
     fn report(mut self, seed: u64, wall_s: f64, notes: Vec<String>) -> Report {
         self.errors.extend(self.rig.hosts.errors.iter().cloned());
-        let r = expect::build_report(&self, seed, wall_s, notes);
-        r
+        expect::build_report(&self, seed, wall_s, notes)
     }
 }

@@ -25,7 +25,7 @@ use super::wire::{self, Header, Kind, Outbox, Read, RequestReader};
 /// Backlog of every listening socket: connection attempts a processor
 /// takes between two polls of its server (each held by a listening socket
 /// with its buffers, so a large cluster keeps this modest).
-pub const BACKLOG: usize = 32;
+pub const BACKLOG: usize = 64;
 /// Largest UDP answer (a datagram fits one frame).
 pub const MAX_DATAGRAM: usize = 1400;
 
