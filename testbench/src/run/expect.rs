@@ -365,10 +365,21 @@ fn judge(
         }
         Expectation::EvenDistribution { tolerance } => {
             let failed: Vec<usize> = r.fails.iter().map(|f| f.processor).collect();
+            // Every processor running a front end that never failed, even
+            // one that took nothing (that is the unevenness to catch).
+            let fronts: std::collections::BTreeSet<usize> = r
+                .instances
+                .iter()
+                .filter(|i| i.listens)
+                .map(|i| i.processor)
+                .collect();
             let counts: Vec<(u32, u64)> = report
                 .processors
                 .iter()
-                .filter(|p| p.taken > 0 && !failed.contains(&(p.processor as usize)))
+                .filter(|p| {
+                    let i = p.processor as usize;
+                    fronts.contains(&i) && !failed.contains(&i)
+                })
                 .map(|p| (p.processor, p.taken))
                 .collect();
             if counts.is_empty() {
@@ -376,10 +387,11 @@ fn judge(
                     "even_distribution".into(),
                     false,
                     0.0,
-                    "no surviving processor took a connection".into(),
+                    "no surviving processor runs a front end".into(),
                 );
             }
-            let mean = counts.iter().map(|c| c.1 as f64).sum::<f64>() / counts.len() as f64;
+            let mean =
+                (counts.iter().map(|c| c.1 as f64).sum::<f64>() / counts.len() as f64).max(1e-9);
             let worst = counts
                 .iter()
                 .map(|c| ((c.1 as f64 - mean) / mean).abs())
