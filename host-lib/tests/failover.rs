@@ -3,103 +3,31 @@
 //! with every established connection intact; a processor fails, comes back
 //! with a fresh host side, and takes new connections again.
 
-use std::net::IpAddr;
-
-use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::IpAddress;
 use snet_fabric::time::Duration;
 use snet_firmware::conntable::EntryState;
 use snet_firmware::tuple::PROTO_TCP;
-use snet_firmware::{FiveTuple, Policy, ProcessorId, SharedPortRange};
+use snet_firmware::{Policy, ProcessorId, SharedPortRange};
 use snet_host_lib::app::EchoServer;
 use snet_host_lib::net::{CLUSTER_IPV4, NetConfig, NetRig};
 use snet_host_lib::rig::adapter_mac;
 use snet_nic_model::PortAttachment;
 
+mod common;
+use common::Exchange;
+
 const PORT: u16 = 23;
 
-/// A client connection that sends `data`, reads everything back and
-/// closes once it has it all.
-struct Exchange {
-    c: usize,
-    handle: SocketHandle,
-    local_port: u16,
-    data: Vec<u8>,
-    sent: usize,
-    got: Vec<u8>,
-    closed: bool,
-}
-
-impl Exchange {
-    fn open(rig: &mut NetRig, c: usize, local_port: u16, data: Vec<u8>) -> Self {
-        let host = &mut rig.hosts.clients[c];
-        let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; 64 * 1024]),
-            tcp::SocketBuffer::new(vec![0; 64 * 1024]),
-        );
-        s.connect(
-            host.iface.context(),
-            (IpAddress::Ipv4(CLUSTER_IPV4), PORT),
-            local_port,
-        )
-        .unwrap();
-        let handle = host.sockets.add(s);
-        rig.hosts.poll_client(&mut rig.cluster, c);
-        Exchange {
-            c,
-            handle,
-            local_port,
-            data,
-            sent: 0,
-            got: Vec::new(),
-            closed: false,
-        }
-    }
-
-    /// Moves data; returns true once everything came back.
-    fn step(&mut self, rig: &mut NetRig) -> bool {
-        let s = rig.hosts.clients[self.c]
-            .sockets
-            .get_mut::<tcp::Socket>(self.handle);
-        if self.sent < self.data.len() && s.can_send() {
-            self.sent += s.send_slice(&self.data[self.sent..]).unwrap_or(0);
-        }
-        let mut buf = vec![0u8; 65536];
-        while let Ok(n) = s.recv_slice(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            self.got.extend_from_slice(&buf[..n]);
-        }
-        if self.got.len() >= self.data.len() && !self.closed {
-            s.close();
-            self.closed = true;
-        }
-        rig.hosts.poll_client(&mut rig.cluster, self.c);
-        self.done()
-    }
-
-    fn done(&self) -> bool {
-        self.got.len() >= self.data.len()
-    }
-
-    fn state(&self, rig: &NetRig) -> tcp::State {
-        rig.hosts.clients[self.c]
-            .sockets
-            .get::<tcp::Socket>(self.handle)
-            .state()
-    }
-
-    /// The connection as the cluster's firmware sees it.
-    fn tuple(&self) -> FiveTuple {
-        FiveTuple::tcp(
-            format!("198.18.1.{}", self.c + 1).parse().unwrap(),
-            self.local_port,
-            IpAddr::V4(CLUSTER_IPV4),
-            PORT,
-        )
-    }
+fn open_exchange(rig: &mut NetRig, c: usize, local_port: u16, data: Vec<u8>) -> Exchange {
+    Exchange::open(
+        rig,
+        c,
+        IpAddress::Ipv4(CLUSTER_IPV4),
+        PORT,
+        local_port,
+        data,
+    )
 }
 
 /// Steps the exchanges every 50 µs until `stop` says so (or `limit` of
@@ -184,7 +112,7 @@ fn a_backup_adapter_takes_the_address_over_with_every_connection_intact() {
     assert_eq!(rig.hosts.active_adapter(), Some(0));
     const LEN: usize = 300_000;
     let mut xs: Vec<Exchange> = (0..4)
-        .map(|c| Exchange::open(&mut rig, c, 41000 + c as u16, payload(LEN, c as u32)))
+        .map(|c| open_exchange(&mut rig, c, 41000 + c as u16, payload(LEN, c as u32)))
         .collect();
     // Mid-transfer: every client has had part of its echo, none all of it.
     assert!(run_until(
@@ -247,7 +175,7 @@ fn a_backup_adapter_takes_the_address_over_with_every_connection_intact() {
     // New connections work through the backup, round robin over all four.
     let mut ys: Vec<Exchange> = (4..8)
         .map(|c| {
-            let x = Exchange::open(
+            let x = open_exchange(
                 &mut rig,
                 c,
                 42000 + c as u16,
@@ -301,7 +229,7 @@ fn a_backup_adapter_takes_the_address_over_with_every_connection_intact() {
     assert!(rig.cluster.nics[0].counters().tx_frames > nic0_tx);
     assert_eq!(rig.cluster.lan.counters(port0).unwrap().tx_frames, port0_tx);
     let nic0_tx = rig.cluster.nics[0].counters().tx_frames;
-    let mut zs = vec![Exchange::open(&mut rig, 0, 43000, payload(10_000, 7))];
+    let mut zs = vec![open_exchange(&mut rig, 0, 43000, payload(10_000, 7))];
     assert!(run_until(
         &mut rig,
         &mut zs,
@@ -330,7 +258,7 @@ fn a_restored_processor_takes_new_connections_again() {
     const LEN: usize = 200_000;
     let mut xs: Vec<Exchange> = (0..4)
         .map(|c| {
-            let x = Exchange::open(&mut rig, c, 41000 + c as u16, payload(LEN, c as u32));
+            let x = open_exchange(&mut rig, c, 41000 + c as u16, payload(LEN, c as u32));
             rig.run_for(Duration::from_us(40));
             x
         })
@@ -429,7 +357,7 @@ fn a_restored_processor_takes_new_connections_again() {
     // Four new connections: the round robin includes P2 again.
     let mut ys: Vec<Exchange> = (4..8)
         .map(|c| {
-            let x = Exchange::open(
+            let x = open_exchange(
                 &mut rig,
                 c,
                 42000 + c as u16,
@@ -468,7 +396,7 @@ fn a_restored_processor_takes_new_connections_again() {
 #[test]
 fn the_announcement_moves_the_address_before_any_processor_sends() {
     let mut rig = cluster(1);
-    let mut xs = vec![Exchange::open(&mut rig, 0, 41000, payload(1000, 3))];
+    let mut xs = vec![open_exchange(&mut rig, 0, 41000, payload(1000, 3))];
     // Keep it open once the echo is back.
     xs[0].closed = true;
     assert!(run_until(
@@ -570,28 +498,14 @@ fn the_takeover_announcements_name_the_cluster_address_from_its_mac() {
 /// returns whether it completed byte-exact.
 fn echo_once(rig: &mut NetRig, c: usize, local_port: u16, port: u16) -> bool {
     let data = payload(5000, u32::from(local_port));
-    let host = &mut rig.hosts.clients[c];
-    let mut s = tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0; 64 * 1024]),
-        tcp::SocketBuffer::new(vec![0; 64 * 1024]),
-    );
-    s.connect(
-        host.iface.context(),
-        (IpAddress::Ipv4(CLUSTER_IPV4), port),
-        local_port,
-    )
-    .unwrap();
-    let handle = host.sockets.add(s);
-    rig.hosts.poll_client(&mut rig.cluster, c);
-    let mut xs = [Exchange {
+    let mut xs = [Exchange::open(
+        rig,
         c,
-        handle,
+        IpAddress::Ipv4(CLUSTER_IPV4),
+        port,
         local_port,
-        data: data.clone(),
-        sent: 0,
-        got: Vec::new(),
-        closed: false,
-    }];
+        data.clone(),
+    )];
     run_until(rig, &mut xs, Duration::from_ms(100), |_, xs| xs[0].done()) && xs[0].got == data
 }
 

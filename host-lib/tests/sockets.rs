@@ -7,7 +7,6 @@ use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 
-use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::IpAddress;
 use snet_fabric::time::{Duration, Instant};
@@ -18,84 +17,11 @@ use snet_host_lib::cpu::CpuCosts;
 use snet_host_lib::net::{CLUSTER_IPV4, CLUSTER_IPV6, NetConfig, NetRig, StackMode};
 use snet_host_lib::socket::{ListenMode, SocketApi, SocketError, SocketId, Ticket};
 
+mod common;
+use common::Exchange;
+
 fn cluster_v4() -> IpAddr {
     IpAddr::V4(CLUSTER_IPV4)
-}
-
-fn client_socket() -> tcp::Socket<'static> {
-    tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0; 64 * 1024]),
-        tcp::SocketBuffer::new(vec![0; 64 * 1024]),
-    )
-}
-
-/// A client connection that sends `data`, reads everything back and
-/// closes once it has it all.
-struct Exchange {
-    c: usize,
-    handle: SocketHandle,
-    local_port: u16,
-    data: Vec<u8>,
-    sent: usize,
-    got: Vec<u8>,
-    closed: bool,
-}
-
-impl Exchange {
-    fn open(
-        rig: &mut NetRig,
-        c: usize,
-        remote: IpAddress,
-        port: u16,
-        local_port: u16,
-        data: Vec<u8>,
-    ) -> Self {
-        let host = &mut rig.hosts.clients[c];
-        let mut s = client_socket();
-        s.connect(host.iface.context(), (remote, port), local_port)
-            .unwrap();
-        let handle = host.sockets.add(s);
-        rig.hosts.poll_client(&mut rig.cluster, c);
-        Exchange {
-            c,
-            handle,
-            local_port,
-            data,
-            sent: 0,
-            got: Vec::new(),
-            closed: false,
-        }
-    }
-
-    /// Moves data; returns true once everything came back.
-    fn step(&mut self, rig: &mut NetRig) -> bool {
-        let s = rig.hosts.clients[self.c]
-            .sockets
-            .get_mut::<tcp::Socket>(self.handle);
-        if self.sent < self.data.len() && s.can_send() {
-            self.sent += s.send_slice(&self.data[self.sent..]).unwrap_or(0);
-        }
-        let mut buf = vec![0u8; 65536];
-        while let Ok(n) = s.recv_slice(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            self.got.extend_from_slice(&buf[..n]);
-        }
-        if self.got.len() >= self.data.len() && !self.closed {
-            s.close();
-            self.closed = true;
-        }
-        rig.hosts.poll_client(&mut rig.cluster, self.c);
-        self.got.len() >= self.data.len()
-    }
-
-    fn state(&self, rig: &NetRig) -> tcp::State {
-        rig.hosts.clients[self.c]
-            .sockets
-            .get::<tcp::Socket>(self.handle)
-            .state()
-    }
 }
 
 /// Runs until every exchange is done (or `limit` of virtual time passed).

@@ -286,3 +286,26 @@ adapters:
     };
     assert!(msg.contains("lan1"), "{msg}");
 }
+
+#[test]
+fn a_broker_back_end_whose_ports_run_past_65535_is_refused() {
+    let s = Scenario::from_yaml_str(
+        r#"
+name: high-ports
+apps:
+  - { name: brk, model: broker, port: 9000, processors: [0], backend: srv }
+  - { name: srv, model: monolithic, port: 65535, processors: [1, 2] }
+clients:
+  - { count: 1, target: "198.18.0.10:9000" }
+"#,
+        "high.yaml",
+    );
+    let msg = match s {
+        Err(e) => e.to_string(),
+        Ok(s) => match run(&s, RunOptions::default()) {
+            Err(RunError::Invalid(m)) => m,
+            other => panic!("ran: {:?}", other.map(|r| r.passed)),
+        },
+    };
+    assert!(msg.contains("65535"), "{msg}");
+}

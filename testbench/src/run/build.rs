@@ -350,21 +350,17 @@ pub fn attach_clients(
         let hosts = c.count.div_ceil(per_host);
         for h in 0..hosts {
             let n = per_host.min(c.count - h * per_host);
-            let members: Vec<(usize, u64, Duration)> = (0..n)
+            let members: Vec<(u64, Duration)> = (0..n)
                 .map(|k| {
                     let member = u64::from(h * per_host + k);
                     let offset = Duration::from_ps(
                         (u128::from(plan.think.as_ps()) * u128::from(member)
                             / u128::from(c.count.max(1))) as u64,
                     );
-                    (
-                        0,
-                        seed ^ (member << 20) ^ ((i as u64) << 52) ^ 0x5eed,
-                        offset,
-                    )
+                    (seed ^ (member << 20) ^ ((i as u64) << 52) ^ 0x5eed, offset)
                 })
                 .collect();
-            let driver = HostDriver::new(vec![plan.clone()], &members, ledger.clone());
+            let driver = HostDriver::new(plan, &members, ledger.clone());
             rig.attach_client(host, Box::new(driver))?;
             host += 1;
         }
@@ -389,14 +385,14 @@ pub struct Instance {
 
 /// Every application instance of the scenario, and notes on placements the
 /// stack forced.
-pub fn instances(s: &Scenario, max_payload: usize) -> (Vec<Instance>, Vec<String>) {
+pub fn instances(s: &Scenario, max_payload: usize) -> Result<(Vec<Instance>, Vec<String>), String> {
     let n = s.processors.count;
     let mut out: Vec<Instance> = Vec::new();
     let mut notes = Vec::new();
     let conventional = matches!(s.stack, Stack::Conventional { .. });
     let cpu = s.processors.cpu;
     for (ai, a) in s.apps.iter().enumerate() {
-        let name = app_name(a, ai);
+        let name = app_name(a);
         let service = SERVICE_BASE + ai as u32;
         let work = a.work.time(&cpu).to_fabric();
         let mut front: Vec<u32> = a.processors.resolve(n);
@@ -433,7 +429,11 @@ pub fn instances(s: &Scenario, max_payload: usize) -> (Vec<Instance>, Vec<String
                 let backend = is_backend(s, &name);
                 for (k, &p) in front.iter().enumerate() {
                     let nm = name.clone();
-                    let port = if backend { port + k as u16 } else { port };
+                    let port = if backend {
+                        backend_port(&name, port, k)?
+                    } else {
+                        port
+                    };
                     out.push(Instance {
                         processor: p as usize,
                         listens: true,
@@ -516,9 +516,10 @@ pub fn instances(s: &Scenario, max_payload: usize) -> (Vec<Instance>, Vec<String
                             .resolve(n)
                             .into_iter()
                             .enumerate()
-                            .map(|(k, p)| (b.port + k as u16, p))
-                            .collect()
+                            .map(|(k, p)| Ok((backend_port(&b.name, b.port, k)?, p)))
+                            .collect::<Result<Vec<_>, String>>()
                     })
+                    .transpose()?
                     .unwrap_or_default();
                 for &p in &front {
                     let nm = name.clone();
@@ -538,11 +539,11 @@ pub fn instances(s: &Scenario, max_payload: usize) -> (Vec<Instance>, Vec<String
             }
         }
     }
-    (out, notes)
+    Ok((out, notes))
 }
 
 /// An app's name as reports use it: its `name`, else `MODEL-PORT`.
-pub fn app_name(a: &crate::scenario::model::App, _index: usize) -> String {
+pub fn app_name(a: &crate::scenario::model::App) -> String {
     if a.name.is_empty() {
         format!("{}-{}", a.model, a.port)
     } else {
@@ -567,6 +568,18 @@ pub fn population_hosts(s: &Scenario, name: &str) -> Option<std::ops::Range<usiz
         first += n;
     }
     None
+}
+
+/// The port of a broker back end's `k`-th server: `port + k`.
+fn backend_port(name: &str, port: u16, k: usize) -> Result<u16, String> {
+    u16::try_from(k)
+        .ok()
+        .and_then(|k| port.checked_add(k))
+        .ok_or_else(|| {
+            format!(
+                "app {name}: a broker's back end listens on port + k in its k-th processor, and port {port} + {k} is beyond 65535"
+            )
+        })
 }
 
 /// Whether the app named `name` is some broker's back end (its instances

@@ -38,7 +38,7 @@ pub const UDP_TIMEOUT: Duration = Duration::from_ms(50);
 const RETRY: Duration = Duration::from_ms(1);
 
 /// What every member of a population does.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Plan {
     /// Population index.
     pub population: u16,
@@ -99,7 +99,6 @@ struct Active {
 
 #[derive(Debug)]
 struct Member {
-    plan: usize,
     rng: u64,
     due: VecDeque<Instant>,
     next_arrival: Instant,
@@ -112,9 +111,9 @@ struct Member {
     datagram: Option<(u32, Instant, Instant)>,
 }
 
-/// One client host's members.
+/// One client host's members, all of one population.
 pub struct HostDriver {
-    plans: Vec<Plan>,
+    plan: Plan,
     members: Vec<Member>,
     ledger: Shared,
     next_port: u16,
@@ -140,22 +139,21 @@ fn gap(rng: &mut u64, mean: Duration, poisson: bool) -> Duration {
 }
 
 impl HostDriver {
-    /// A driver for the given plans; `members` lists (plan, seed, offset)
-    /// per member: a closed-loop member starts `offset` after the plan's
-    /// start.
-    pub fn new(plans: Vec<Plan>, members: &[(usize, u64, Duration)], ledger: Shared) -> Self {
+    /// A driver for members following `plan`; `members` lists (seed,
+    /// offset) per member: a closed-loop member starts `offset` after the
+    /// plan's start.
+    pub fn new(plan: Plan, members: &[(u64, Duration)], ledger: Shared) -> Self {
         let members = members
             .iter()
-            .map(|&(plan, seed, offset)| {
+            .map(|&(seed, offset)| {
                 let mut rng = seed;
-                let p = &plans[plan];
+                let p = &plan;
                 // Spread open-loop members' first arrivals over one gap.
                 let first = match p.gap {
                     Some((mean, poisson)) => p.start + gap(&mut rng, mean, poisson),
                     None => p.start + offset,
                 };
                 Member {
-                    plan,
                     rng,
                     due: VecDeque::new(),
                     next_arrival: first,
@@ -168,7 +166,7 @@ impl HostDriver {
             })
             .collect();
         HostDriver {
-            plans,
+            plan,
             members,
             ledger,
             next_port: 20_000,
@@ -211,7 +209,7 @@ impl ClientBehaviour for HostDriver {
             wake = Some(wake.map_or(t, |w: Instant| w.min(t)));
         };
         for m in 0..self.members.len() {
-            let plan = self.plans[self.members[m].plan].clone();
+            let plan = self.plan;
             // Arrivals (open loop).
             if let Some((mean, poisson)) = plan.gap {
                 let mem = &mut self.members[m];

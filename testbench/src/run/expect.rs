@@ -463,25 +463,27 @@ fn judge(
                 },
             )
         }
-        Expectation::Expr(x) => match x.eval(|path| report.field(path)) {
-            Ok(ok) => {
-                let values: Vec<String> = x
-                    .paths()
-                    .map(|p| {
-                        format!(
-                            "{p} = {}",
-                            report.field(p).map_or("?".into(), |v| v.to_string())
-                        )
-                    })
-                    .collect();
-                verdict(
-                    format!("expr {}", x.text),
-                    ok,
-                    if ok { 1.0 } else { 0.0 },
-                    values.join(", "),
-                )
+        Expectation::Expr(x) => {
+            // Serialized once for every path the expression names.
+            let json = serde_json::to_value(report).unwrap_or_default();
+            let field = |p: &str| super::report::field_in(&json, p);
+            match x.eval(field) {
+                Ok(ok) => {
+                    let values: Vec<String> = x
+                        .paths()
+                        .map(|p| {
+                            format!("{p} = {}", field(p).map_or("?".into(), |v| v.to_string()))
+                        })
+                        .collect();
+                    verdict(
+                        format!("expr {}", x.text),
+                        ok,
+                        if ok { 1.0 } else { 0.0 },
+                        values.join(", "),
+                    )
+                }
+                Err(e) => verdict(format!("expr {}", x.text), false, 0.0, e),
             }
-            Err(e) => verdict(format!("expr {}", x.text), false, 0.0, e),
-        },
+        }
     }
 }

@@ -1013,6 +1013,20 @@ fn tables(o: &mut String, r: &Report) {
             ("goodput", fmt_bits(r.throughput_bit_s), false),
         ],
     );
+    kv(
+        o,
+        "Client network",
+        &[
+            ("frames", fmt_int(r.lan.frames), false),
+            (
+                "dropped at full queues",
+                fmt_int(r.lan.overflow),
+                r.lan.overflow > 0,
+            ),
+            ("lost", fmt_int(r.lan.loss), false),
+            ("corrupted", fmt_int(r.lan.corrupted), false),
+        ],
+    );
     let l = &r.latency_us;
     kv(
         o,

@@ -163,9 +163,4 @@ impl Ledger {
         }
         &mut self.servers[p]
     }
-
-    /// Connections each processor owns at the end, counted by their state.
-    pub fn owned_by(&self, p: u32) -> impl Iterator<Item = &Conn> {
-        self.conns.iter().filter(move |c| c.owner == Some(p))
-    }
 }

@@ -103,7 +103,8 @@ struct Runner<'a> {
     rig: NetRig,
     ledger: Shared,
     instances: Vec<build::Instance>,
-    faults: Vec<(usize, bool)>,
+    /// Which of the scenario's faults happened.
+    faults_done: Vec<bool>,
     applied: Vec<FaultReport>,
     fails: Vec<Fail>,
     adapters_up: Vec<bool>,
@@ -143,14 +144,14 @@ pub fn run(s: &Scenario, mut options: RunOptions) -> Result<Report, RunError> {
     }
     let n = s.processors.count as usize;
     let ledger = Ledger::new(n);
-    let (mut instances, more) = build::instances(s, max_payload);
+    let (mut instances, more) = build::instances(s, max_payload).map_err(RunError::Invalid)?;
     notes.extend(more);
     for (name, make) in std::mem::take(&mut options.apps) {
         let app = s
             .apps
             .iter()
             .enumerate()
-            .find(|(i, a)| build::app_name(a, *i) == name)
+            .find(|(_, a)| build::app_name(a) == name)
             .ok_or_else(|| RunError::Invalid(format!("no app named {name} in the scenario")))?;
         let make = std::rc::Rc::new(make);
         instances.retain(|i| i.app != app.0);
@@ -201,7 +202,7 @@ pub fn run(s: &Scenario, mut options: RunOptions) -> Result<Report, RunError> {
         rig,
         ledger,
         instances,
-        faults: (0..s.faults.len()).map(|i| (i, false)).collect(),
+        faults_done: vec![false; s.faults.len()],
         applied: Vec::new(),
         fails: Vec::new(),
         adapters_up: vec![true; s.adapters.len()],
@@ -290,10 +291,12 @@ fn finish_captures(rig: &mut NetRig, s: &Scenario, dir: &std::path::Path) -> Res
 
 impl Runner<'_> {
     fn next_timed_fault(&self) -> Option<Instant> {
-        self.faults
+        self.s
+            .faults
             .iter()
-            .filter(|(_, done)| !done)
-            .filter_map(|&(i, _)| match self.s.faults[i].when {
+            .zip(&self.faults_done)
+            .filter(|(_, done)| !**done)
+            .filter_map(|(f, _)| match f.when {
                 When::At(t) => Some(self.t0 + t.to_fabric()),
                 When::After(_) => None,
             })
@@ -302,9 +305,8 @@ impl Runner<'_> {
 
     fn apply_faults(&mut self) {
         let now = self.rig.now();
-        for k in 0..self.faults.len() {
-            let (i, done) = self.faults[k];
-            if done {
+        for i in 0..self.s.faults.len() {
+            if self.faults_done[i] {
                 continue;
             }
             let due = match self.s.faults[i].when {
@@ -319,7 +321,7 @@ impl Runner<'_> {
                 }
             };
             if due {
-                self.faults[k].1 = true;
+                self.faults_done[i] = true;
                 let action = self.s.faults[i].action.clone();
                 let outcome = self.apply(&action);
                 let text = match &action {

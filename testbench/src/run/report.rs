@@ -242,9 +242,7 @@ impl Report {
     /// The leading `report.` is optional and `processors[2]` is the same
     /// as `processors.2`.
     pub fn field(&self, path: &str) -> Option<f64> {
-        let v = serde_json::to_value(self).ok()?;
-        let p = path.strip_prefix("report.").unwrap_or(path);
-        lookup(&v, &p.replace('[', ".").replace(']', ""))
+        field_in(&serde_json::to_value(self).ok()?, path)
     }
 
     /// The terminal summary.
@@ -388,6 +386,13 @@ impl Report {
         let _ = writeln!(o, "\n{}", if self.passed { "PASSED" } else { "FAILED" });
         o
     }
+}
+
+/// A field of a report already turned into JSON, by the paths
+/// [`Report::field`] takes (to look up many without serializing each time).
+pub fn field_in(v: &serde_json::Value, path: &str) -> Option<f64> {
+    let p = path.strip_prefix("report.").unwrap_or(path);
+    lookup(v, &p.replace('[', ".").replace(']', ""))
 }
 
 fn lookup(v: &serde_json::Value, path: &str) -> Option<f64> {
