@@ -265,31 +265,34 @@ expect:
     assert!(r.connections.completed > 50);
 }
 
+/// Why the loader or the runtime refuses `yaml` (panics if it runs).
+fn refusal(yaml: &str) -> String {
+    match Scenario::from_yaml_str(yaml, "refused.yaml") {
+        Err(e) => e.to_string(),
+        Ok(s) => match run(&s, RunOptions::default()) {
+            Err(RunError::Invalid(m)) => m,
+            other => panic!("ran: {:?}", other.map(|r| r.passed)),
+        },
+    }
+}
+
 #[test]
 fn a_scenario_the_cluster_cannot_be_built_from_is_refused() {
-    let s = Scenario::from_yaml_str(
+    // Either the loader or the runtime refuses it, naming both adapters.
+    let msg = refusal(
         r#"
 name: two-ips
 adapters:
   - { name: lan0, ip: 198.18.0.10 }
   - { name: lan1, ip: 198.18.0.11 }
 "#,
-        "two.yaml",
     );
-    // Either the loader or the runtime refuses it, naming both adapters.
-    let msg = match s {
-        Err(e) => e.to_string(),
-        Ok(s) => match run(&s, RunOptions::default()) {
-            Err(RunError::Invalid(m)) => m,
-            other => panic!("ran: {:?}", other.map(|r| r.passed)),
-        },
-    };
     assert!(msg.contains("lan1"), "{msg}");
 }
 
 #[test]
 fn a_broker_back_end_whose_ports_run_past_65535_is_refused() {
-    let s = Scenario::from_yaml_str(
+    let msg = refusal(
         r#"
 name: high-ports
 apps:
@@ -298,14 +301,6 @@ apps:
 clients:
   - { count: 1, target: "198.18.0.10:9000" }
 "#,
-        "high.yaml",
     );
-    let msg = match s {
-        Err(e) => e.to_string(),
-        Ok(s) => match run(&s, RunOptions::default()) {
-            Err(RunError::Invalid(m)) => m,
-            other => panic!("ran: {:?}", other.map(|r| r.passed)),
-        },
-    };
     assert!(msg.contains("65535"), "{msg}");
 }
