@@ -62,7 +62,7 @@ impl EntryState {
     }
 
     const fn from_code(c: u8) -> Self {
-        match c {
+        match c & !SYN_INFO {
             1 => EntryState::Provisional,
             3 => EntryState::Orphaned,
             _ => EntryState::Established,
@@ -114,13 +114,22 @@ impl LinkAddrs {
 /// inbound frame to answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ResetInfo {
-    /// The addressing of the connection's last inbound segment with ACK set.
+    /// The addressing of the connection's last inbound segment with ACK set
+    /// (or of its SYN, see `syn`).
     pub link: LinkAddrs,
     /// That segment's acknowledgement number: the client's RCV.NXT when the
     /// server had nothing in flight, so a RST with this sequence number is
-    /// exactly in the client's window.
+    /// exactly in the client's window. When `syn` is set: the client's
+    /// initial sequence number + 1, which an RST|ACK must acknowledge to end
+    /// an attempt still in SYN-SENT.
     pub ack: u32,
+    /// Remembered from the connection's SYN: no segment with ACK set has
+    /// been seen since.
+    pub syn: bool,
 }
+
+/// Bit of a record's state byte: what it remembers came from the SYN.
+const SYN_INFO: u8 = 0x80;
 
 /// The stored record: 46 bytes, no padding (2-byte alignment; the
 /// acknowledgement number is kept as bytes so it adds none).
@@ -408,6 +417,7 @@ impl ConnectionTable {
         (r.link != 0).then(|| ResetInfo {
             link: *self.links.get(r.link),
             ack: u32::from_ne_bytes(r.ack),
+            syn: r.state & SYN_INFO != 0,
         })
     }
 
@@ -431,9 +441,20 @@ impl ConnectionTable {
         if r.ack != ack {
             r.ack = ack;
         }
+        if r.state & SYN_INFO != 0 {
+            r.state &= !SYN_INFO;
+        }
         if r.link == 0 || self.links.get(r.link) != link {
             self.relink(idx, link);
         }
+    }
+
+    /// Remembers, for the record at `idx`, the connection's SYN: its
+    /// addressing and the client's initial sequence number + 1, until a
+    /// segment with ACK set replaces them ([`ConnectionTable::observe`]).
+    pub(crate) fn observe_syn(&mut self, idx: usize, link: &LinkAddrs, isn_plus_one: u32) {
+        self.observe(idx, link, isn_plus_one);
+        self.records[idx].state |= SYN_INFO;
     }
 
     /// The record at `idx` changes addressing (or gets its first).
@@ -527,7 +548,8 @@ impl ConnectionTable {
                 let idx = (self.slots[pos] as u32 - 1) as usize;
                 let old = self.records[idx].entry();
                 self.records[idx].owner = owner.0;
-                self.records[idx].state = state.code();
+                let r = &mut self.records[idx];
+                r.state = (r.state & SYN_INFO) | state.code();
                 Ok(Some(old))
             }
             Err(pos) => {
@@ -548,7 +570,8 @@ impl ConnectionTable {
         let pos = self.find(t, self.hash(t)).ok()?;
         let idx = (self.slots[pos] as u32 - 1) as usize;
         let old = self.records[idx].entry();
-        self.records[idx].state = state.code();
+        let r = &mut self.records[idx];
+        r.state = (r.state & SYN_INFO) | state.code();
         Some(old)
     }
 
@@ -724,7 +747,7 @@ pub(crate) mod tests {
                     Op::Observe(k, m, a) => {
                         if let Some((idx, _, _)) = tab.lookup_index(&t(k), tab.hash(&t(k))) {
                             tab.observe(idx, &link(m), a);
-                            remembered.insert(t(k), ResetInfo { link: link(m), ack: a });
+                            remembered.insert(t(k), ResetInfo { link: link(m), ack: a, syn: false });
                         }
                     }
                     Op::Clear => {

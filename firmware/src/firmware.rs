@@ -12,7 +12,7 @@ use crate::listener::{ListenerGroup, ListenerTable};
 use crate::time::Instant;
 use crate::tuple::{FiveTuple, PROTO_TCP, PROTO_UDP};
 use crate::verdict::{Counters, DropReason, ProcessorId, QueueId, Verdict};
-use crate::wire::reset::{build_reset, build_reset_to};
+use crate::wire::reset::{build_reset, build_reset_to, build_reset_to_syn};
 use crate::wire::{ETHERTYPE_ARP, ParsedFrame, parse_frame, tcp_flags};
 
 /// Deadline of an entry with one (provisional or orphaned), and whether an
@@ -189,6 +189,15 @@ impl Stages<'_> {
             st.generation += 1;
             st.provisional += 1;
             st.counters.provisional_created += 1;
+            // Remembered so the attempt can be reset if `p` fails before
+            // it confirms: the SYN's addressing and its sequence number + 1.
+            if let (Some((idx, _, _)), Some(tcp), Some(link)) = (
+                st.conns.lookup_index(&t, h),
+                frame.tcp(),
+                LinkAddrs::of(frame),
+            ) {
+                st.conns.observe_syn(idx, &link, tcp.seq.wrapping_add(1));
+            }
             let deadline = st.now.saturating_add(st.config.syn_timeout);
             st.timed.insert(
                 t,
@@ -514,11 +523,13 @@ impl State {
         }
     }
 
-    /// Processor `p` is down: its listeners go, its provisional entries are
-    /// removed, its established connections become orphans, and a RST is
-    /// queued for the client of each orphan whose last acknowledgement is
-    /// remembered (the proactive reset; later segments of the client still
-    /// get the reactive one).
+    /// Processor `p` is down: its listeners go, its established connections
+    /// become orphans, and a RST is queued for the client of each orphan
+    /// whose last acknowledgement is remembered (the proactive reset; later
+    /// segments of the client still get the reactive one). Its provisional
+    /// entries are removed, each with a RST to its client: an RST|ACK of
+    /// the SYN when the client still waits for the SYN-ACK, or the
+    /// established form when its handshake ACK was seen.
     fn processor_down(&mut self, p: ProcessorId) {
         self.live[usize::from(p.0)] = false;
         self.capacity[usize::from(p.0)] = None;
@@ -531,7 +542,11 @@ impl State {
         for (e, info) in mine {
             match e.state {
                 EntryState::Established => {
-                    let rst = info.and_then(|i| build_reset_to(&e.tuple, &i));
+                    // Confirmed before any ACK was seen: no sequence number
+                    // the client would accept is known.
+                    let rst = info
+                        .filter(|i| !i.syn)
+                        .and_then(|i| build_reset_to(&e.tuple, &i));
                     let reset_sent = rst.is_some();
                     if let Some(frame) = rst {
                         self.outbox.push(frame);
@@ -544,6 +559,20 @@ impl State {
                     self.counters.connections_orphaned += 1;
                 }
                 EntryState::Provisional => {
+                    // The client still waits for the SYN-ACK: end its
+                    // attempt now rather than after its SYN timeout.
+                    let rst = info.and_then(|i| {
+                        if i.syn {
+                            build_reset_to_syn(&e.tuple, &i)
+                        } else {
+                            build_reset_to(&e.tuple, &i)
+                        }
+                    });
+                    if let Some(frame) = rst {
+                        self.outbox.push(frame);
+                        self.counters.proactive_resets += 1;
+                        self.counters.resets_sent += 1;
+                    }
                     self.conns.remove(&e.tuple);
                     self.timed.remove(&e.tuple);
                     self.generation += 1;
@@ -1220,7 +1249,8 @@ mod tests {
             fw.connections().reset_info(&key(v4c, v4s)),
             Some(crate::conntable::ResetInfo {
                 link: v4_link,
-                ack: 0x1234_5700
+                ack: 0x1234_5700,
+                syn: false
             })
         );
         assert_eq!(fw.connections().reset_info(&key(quiet_c, v4s)), None);
@@ -1332,11 +1362,84 @@ mod tests {
         .unwrap();
         assert_eq!(fw.connections().link_count(), 1);
         // Provisional entries of a failed processor go, and so do their
-        // addressings; nothing is queued for them.
+        // addressings. Each saw its handshake ACK, so its client gets the
+        // established form of the reset: RST alone, at the ACK's number.
         fw.processor_failed(ProcessorId(1), Instant::ZERO);
         fw.processor_failed(ProcessorId(2), Instant::ZERO);
         assert!(fw.connections().is_empty());
         assert_eq!(fw.connections().link_count(), 0);
+        let frames = fw.take_frames();
+        assert_eq!(frames.len(), 3);
+        for f in &frames {
+            let tcp = *crate::kit::invariants::check_reset(f)
+                .unwrap()
+                .tcp()
+                .unwrap();
+            assert_eq!((tcp.flags, tcp.seq), (tcp_flags::RST, 0));
+        }
+    }
+
+    #[test]
+    fn a_connection_attempt_to_a_failed_processor_is_reset() {
+        let mut fw = firmware(None);
+        let syn = |client: u16, isn: u32| {
+            PacketBuilder::tcp(
+                format!("198.18.5.7:{client}").parse().unwrap(),
+                "198.18.0.10:80".parse().unwrap(),
+            )
+            .flags(tcp_flags::SYN)
+            .seq(isn)
+            .build()
+            .unwrap()
+        };
+        // Round robin: 41000 to processor 1, 41001 to processor 2, 41002
+        // to processor 1.
+        let mut owners = Vec::new();
+        for (client, isn) in [(41000, 0xffff_ffff), (41001, 7), (41002, 1000)] {
+            match fw.classify(&syn(client, isn), Instant::ZERO) {
+                Verdict::Deliver { processor, .. } => owners.push(processor.0),
+                v => panic!("{v:?}"),
+            }
+        }
+        assert_eq!(owners, [1, 2, 1]);
+        let info = fw.connections().reset_info(&moved_tuple(41000)).unwrap();
+        assert!(info.syn);
+        assert_eq!(info.ack, 0, "ISN + 1 wraps");
+        // Processor 1 confirms 41002 before any ACK: no sequence number the
+        // client would accept is known, so that one gets no proactive reset.
+        fw.apply_envelope(
+            &Envelope::new(
+                ProcessorId(1),
+                ControlMessage::AddConnection(moved_tuple(41002)),
+            ),
+            Instant::ZERO,
+        )
+        .unwrap();
+        assert!(
+            fw.connections()
+                .reset_info(&moved_tuple(41002))
+                .unwrap()
+                .syn
+        );
+        assert!(fw.processor_failed(ProcessorId(1), Instant::ZERO));
+        let frames = fw.take_frames();
+        assert_eq!(frames.len(), 1, "only the attempt still waiting");
+        let p = crate::kit::invariants::check_reset(&frames[0]).unwrap();
+        let tcp = *p.tcp().unwrap();
+        assert_eq!(tcp.flags, tcp_flags::RST | tcp_flags::ACK);
+        assert_eq!(tcp.ack, 0, "acknowledges the SYN");
+        assert_eq!(
+            p.ip.as_ref().unwrap().transport.as_ref().unwrap().dst_port,
+            41000
+        );
+        assert_eq!(fw.counters().proactive_resets, 1);
+        // Processor 2's attempt is untouched and keeps its memory.
+        assert!(
+            fw.connections()
+                .reset_info(&moved_tuple(41001))
+                .unwrap()
+                .syn
+        );
         assert!(!fw.has_frames());
     }
 

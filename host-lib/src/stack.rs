@@ -40,12 +40,16 @@ use smoltcp::wire::{
 };
 use snet_fabric::engine::Traced;
 use snet_fabric::network::Fabric;
-use snet_fabric::time::Instant;
+use snet_fabric::time::{Duration, Instant};
 use snet_firmware::FiveTuple;
 use snet_nic_model::Cluster;
 use snet_nic_model::ring::TxFlags;
 
 use crate::queue::{HostError, QueuePair, TxBuffer};
+
+/// How long a processor with no adapter to send through waits before it
+/// polls its TCP/IP instance again.
+const NO_ADAPTER_BACKOFF: Duration = Duration::from_ms(1);
 
 /// smoltcp's time from virtual time (microseconds).
 pub fn net_time(t: Instant) -> NetInstant {
@@ -739,10 +743,17 @@ impl ProcessorStack {
                 qp.poll(cluster)?;
             }
         }
-        Ok(self
+        let at = self
             .iface
             .poll_at(net_time(now), &self.sockets)
-            .map(virtual_time))
+            .map(virtual_time);
+        // With no adapter to send through, whatever smoltcp has to send
+        // stays pending and it asks to be polled again at once: wait
+        // instead (restoring an adapter wakes every processor).
+        Ok(match tx {
+            Some(_) => at,
+            None => at.map(|t| t.max(now + NO_ADAPTER_BACKOFF)),
+        })
     }
 }
 

@@ -9,6 +9,13 @@
 //!   server models ([`run::models`]) and client populations
 //!   ([`run::clients`]), applies the faults, judges the expectations and
 //!   writes the report ([`run::report`]).
+//!
+//! - [`spof`]: the single-point-of-failure sweep — the scenario once per
+//!   component of its topology, with that component failed.
+//!
+//! - [`parallel`]: whole runs on several threads, results in input order.
 
+pub mod parallel;
 pub mod run;
 pub mod scenario;
+pub mod spof;

@@ -4,8 +4,9 @@
 use std::net::IpAddr;
 
 use snet_testbench::scenario::{
-    Action, AppModel, Distribution, Expectation, FaultTarget, Generation, Issue, IssueKind, Plane,
-    Policy, Protocol, Scenario, ScenarioError, Selection, Shape, Stack, When, Work, units,
+    Action, AppModel, DEFAULT_STALL, Distribution, Expectation, FaultTarget, Generation, Issue,
+    IssueKind, Plane, Policy, Protocol, Scenario, ScenarioError, Selection, Shape, Stack, When,
+    Work, units,
 };
 
 fn data(name: &str) -> String {
@@ -710,6 +711,29 @@ fn bad_expectations() {
         "expect[0]",
         IssueKind::InvalidValue,
         "exactly one key",
+    );
+    expect_issue(
+        &format!("{BASE}expect:\n  - no_stalled_connections: 0s\n"),
+        8,
+        "expect[0].no_stalled_connections",
+        IssueKind::OutOfRange,
+        "must be more than 0s",
+    );
+}
+
+#[test]
+fn no_stalled_connections_bare_or_with_a_bound() {
+    let s = Scenario::from_yaml_str(
+        &format!("{BASE}expect:\n  - no_stalled_connections\n  - no_stalled_connections: 250ms\n"),
+        "t.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        s.expect,
+        [
+            Expectation::NoStalledConnections(DEFAULT_STALL),
+            Expectation::NoStalledConnections("250ms".parse().unwrap())
+        ]
     );
 }
 

@@ -50,29 +50,19 @@ fn run_one(file: &PathBuf) -> Result<Report, String> {
 pub fn run(args: &CompareArgs) -> u8 {
     let jobs = args
         .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .unwrap_or_else(snet_testbench::parallel::cores)
         .max(1);
-    let mut results: Vec<Option<Result<Report, String>>> =
-        (0..args.files.len()).map(|_| None).collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let out = std::sync::Mutex::new(&mut results);
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.min(args.files.len()) {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(f) = args.files.get(i) else { break };
-                    log::info!("running {}", f.display());
-                    let r = run_one(f);
-                    if let Ok(mut o) = out.lock() {
-                        o[i] = Some(r);
-                    }
-                }
-            });
-        }
-    });
+    let results = snet_testbench::parallel::map(
+        &args.files,
+        jobs,
+        |_, f| {
+            log::info!("running {}", f.display());
+            run_one(f)
+        },
+        |_, _| {},
+    );
     let mut reports = Vec::new();
-    for r in results.into_iter().flatten() {
+    for r in results {
         match r {
             Ok(rep) => reports.push(rep),
             Err(e) => {

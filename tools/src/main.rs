@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod compare;
 mod filter;
+mod progress;
 mod run;
+mod spof;
 mod validate;
 
 /// Exit code for success.
@@ -36,6 +38,8 @@ enum Command {
     Filter(filter::FilterArgs),
     /// Run a scenario: the cluster, its clients and faults; judge its expectations.
     Run(run::RunArgs),
+    /// Fail every component alone, one run each: which ones break the service?
+    Spof(spof::SpofArgs),
     /// Check scenario files: every problem with its file, line and field.
     Validate(validate::ValidateArgs),
 }
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => compare::run(&args),
         Command::Filter(args) => filter::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Spof(args) => spof::run(&args),
         Command::Validate(args) => validate::run(&args),
     };
     ExitCode::from(code)

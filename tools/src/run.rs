@@ -1,6 +1,5 @@
 //! `snet run`: run a scenario and report.
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use snet_testbench::run::{RunError, RunOptions, html, run as run_scenario};
@@ -57,29 +56,21 @@ pub fn run(args: &RunArgs) -> u8 {
             return crate::EXIT_USAGE;
         }
     };
-    let show_progress = !args.quiet && std::io::stderr().is_terminal();
-    let started = std::time::Instant::now();
+    let mut bar = crate::progress::Bar::new(!args.quiet);
     let progress: Box<dyn FnMut(_, _)> = Box::new(
         move |done: snet_fabric::time::Duration, total: snet_fabric::time::Duration| {
-            if !show_progress || started.elapsed().as_secs_f64() < 1.0 {
-                return;
-            }
             let frac = done.as_ps() as f64 / total.as_ps().max(1) as f64;
-            let width = 40;
-            let filled = (frac * width as f64) as usize;
-            eprint!(
-                "\r[{}{}] {:5.1}%  {:.3} of {:.3} virtual s  {:.1}s wall",
-                "#".repeat(filled),
-                " ".repeat(width - filled.min(width)),
-                frac * 100.0,
-                done.as_secs_f64(),
-                total.as_secs_f64(),
-                started.elapsed().as_secs_f64()
+            bar.update(
+                frac,
+                &format!(
+                    "{:.3} of {:.3} virtual s",
+                    done.as_secs_f64(),
+                    total.as_secs_f64()
+                ),
             );
             if frac >= 1.0 {
-                eprintln!();
+                bar.finish();
             }
-            let _ = std::io::stderr().flush();
         },
     );
     let options = RunOptions {

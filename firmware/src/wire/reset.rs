@@ -80,6 +80,30 @@ pub fn build_reset_to(t: &FiveTuple, info: &ResetInfo) -> Option<Vec<u8>> {
     .ok()
 }
 
+/// The RST that ends a client's connection attempt with no inbound frame to
+/// answer: for a provisional entry, `info.ack` holds the client's initial
+/// sequence number + 1 (what its SYN asked to be acknowledged), so an
+/// RST|ACK acknowledging exactly that is accepted by a client in SYN-SENT
+/// (RFC 9293, 3.10.7.3).
+pub fn build_reset_to_syn(t: &FiveTuple, info: &ResetInfo) -> Option<Vec<u8>> {
+    if t.protocol != PROTO_TCP {
+        return None;
+    }
+    PacketBuilder::tcp(
+        SocketAddr::new(ip_of(&t.local_addr), t.local_port),
+        SocketAddr::new(ip_of(&t.remote_addr), t.remote_port),
+    )
+    .flags(tcp_flags::RST | tcp_flags::ACK)
+    .seq(0)
+    .ack_number(info.ack)
+    .macs(info.link.adapter_mac, info.link.client_mac)
+    .vlan_tci(info.link.vlan_tci)
+    .hop_limit(64)
+    .ident(0)
+    .build()
+    .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -283,6 +283,7 @@ impl HostDriver {
                     tcp::State::Established => {
                         if let Some(c) = ledger.conns.get_mut(a.id as usize) {
                             c.established = Some(now);
+                            c.waiting_since = None;
                         }
                         a.phase = Phase::Idle;
                         continue;
@@ -299,6 +300,9 @@ impl HostDriver {
                     {
                         sock.close();
                         a.phase = Phase::Closing;
+                        if let Some(c) = ledger.conns.get_mut(a.id as usize) {
+                            c.waiting_since = Some(now);
+                        }
                         continue;
                     } else {
                         let arrival = if plan.gap.is_some() {
@@ -321,6 +325,9 @@ impl HostDriver {
                         a.owed = if a.query { 4 } else { u64::from(plan.response) };
                         a.answer.clear();
                         a.phase = Phase::Sending;
+                        if let Some(c) = ledger.conns.get_mut(a.id as usize) {
+                            c.waiting_since = Some(now);
+                        }
                         continue;
                     }
                 }
@@ -362,6 +369,7 @@ impl HostDriver {
                         a.sent_payload += n.saturating_sub(n_hdr) as u64;
                         if let Some(c) = ledger.conns.get_mut(a.id as usize) {
                             c.bytes_sent += n as u64;
+                            c.waiting_since = Some(now);
                         }
                     }
                     if a.to_send == 0 {
@@ -388,6 +396,7 @@ impl HostDriver {
                             if let Some(c) = c {
                                 c.bytes_received += n as u64;
                                 c.corrupt += bad;
+                                c.waiting_since = Some(now);
                             }
                             a.received += n as u64;
                         }
@@ -400,6 +409,7 @@ impl HostDriver {
                         ledger.requests += 1;
                         if let Some(c) = ledger.conns.get_mut(a.id as usize) {
                             c.requests += 1;
+                            c.waiting_since = None;
                         }
                         if a.query && a.answer.len() >= 2 {
                             mem.named = Some(u16::from_be_bytes([a.answer[0], a.answer[1]]));

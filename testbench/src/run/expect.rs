@@ -363,6 +363,47 @@ fn judge(
                 ),
             )
         }
+        Expectation::NoStalledConnections(bound) => {
+            let bound = bound.to_fabric().as_ns();
+            let end = r.rig.cluster.now();
+            let mut stalled = 0u64;
+            let mut worst = 0u64;
+            let mut owners = std::collections::BTreeMap::<Option<u32>, u64>::new();
+            for c in conns.iter().filter(|c| c.end.is_none()) {
+                let Some(since) = c.waiting_since else {
+                    continue;
+                };
+                let waited = end.saturating_since(since).as_ns();
+                worst = worst.max(waited);
+                if waited > bound {
+                    stalled += 1;
+                    *owners.entry(c.owner).or_default() += 1;
+                }
+            }
+            let by_owner = owners
+                .iter()
+                .map(|(o, n)| match o {
+                    Some(p) => format!("{n} on processor {p}"),
+                    None => format!("{n} never reached a server"),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            verdict(
+                format!("no_stalled_connections {}", super::report::fmt_ns(bound)),
+                stalled == 0,
+                stalled as f64,
+                format!(
+                    "{stalled} open connections waited longer than {} with nothing arriving{}; longest wait {}",
+                    super::report::fmt_ns(bound),
+                    if by_owner.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({by_owner})")
+                    },
+                    super::report::fmt_ns(worst)
+                ),
+            )
+        }
         Expectation::EvenDistribution { tolerance } => {
             let failed: Vec<usize> = r.fails.iter().map(|f| f.processor).collect();
             // Every processor running a front end that never failed, even

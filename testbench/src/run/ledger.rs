@@ -47,6 +47,10 @@ pub struct Conn {
     pub corrupt: u64,
     /// Response bytes still owed when the connection was reset.
     pub owed: u64,
+    /// While the client waits (for the handshake, an answer or the
+    /// server's close): when something last arrived or left, or the wait
+    /// began. `None` between requests.
+    pub waiting_since: Option<Instant>,
 }
 
 /// Per-processor figures of the server side.
@@ -118,6 +122,7 @@ impl Ledger {
             bytes_received: 0,
             corrupt: 0,
             owed: 0,
+            waiting_since: Some(now),
         });
         self.by_local.insert(local, id);
         id

@@ -79,6 +79,16 @@ impl Layout {
             .filter(|r| r.name.plane == plane)
             .count()
     }
+    /// What link `i` joins, e.g. `x: router x0 – processor 2`.
+    pub fn link_ends(&self, s: &Scenario, i: usize) -> Option<String> {
+        let l = self.links.get(i)?;
+        Some(format!(
+            "{}: {} – {}",
+            l.plane,
+            node_name(s, l.a),
+            node_name(s, l.b)
+        ))
+    }
 }
 
 fn node_name(s: &Scenario, n: Node) -> String {

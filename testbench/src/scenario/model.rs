@@ -1681,6 +1681,9 @@ pub enum Expectation {
     NoAvtViolations,
     /// Connections of a failed processor are reset within this time.
     ResetWithin(Duration),
+    /// At the end of the run no connection has waited longer than this
+    /// with nothing arriving (for its handshake, an answer or the close).
+    NoStalledConnections(Duration),
     /// Connections per listening processor differ from the mean by at most
     /// `tolerance` (a fraction of the mean).
     EvenDistribution {
@@ -1701,9 +1704,9 @@ pub enum Expectation {
 }
 
 /// Bare names an expectation can be.
-pub(crate) const EXPECT_NAMES: &str = "no_data_lost_on_survivors, all_survivor_connections_complete, survivors_take_new_connections, no_avt_violations, even_distribution";
+pub(crate) const EXPECT_NAMES: &str = "no_data_lost_on_survivors, all_survivor_connections_complete, survivors_take_new_connections, no_stalled_connections, no_avt_violations, even_distribution";
 /// Keys an expectation map can have.
-pub(crate) const EXPECT_KEYS: &str = "reset_within, even_distribution, throughput_at_least, latency, latency_pNN_at_most (e.g. latency_p99_at_most), expr";
+pub(crate) const EXPECT_KEYS: &str = "reset_within, no_stalled_connections, even_distribution, throughput_at_least, latency, latency_pNN_at_most (e.g. latency_p99_at_most), expr";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1711,6 +1714,13 @@ struct EvenRaw {
     #[serde(default = "default_tolerance")]
     tolerance: Probability,
 }
+
+/// How long a connection may wait with nothing arriving before
+/// `no_stalled_connections` (written bare) calls it stalled: longer than a
+/// TCP retransmission timeout, which is hundreds of milliseconds for a
+/// young connection (smoltcp starts at 700 ms), so a segment lost and sent
+/// again is not taken for a stall.
+pub const DEFAULT_STALL: Duration = Duration::from_ms(1000);
 
 fn default_tolerance() -> Probability {
     Probability::new(0.1).unwrap_or(Probability::ZERO)
@@ -1754,6 +1764,9 @@ impl<'de> Deserialize<'de> for Expectation {
                         Ok(Expectation::SurvivorsTakeNewConnections)
                     }
                     "no_avt_violations" => Ok(Expectation::NoAvtViolations),
+                    "no_stalled_connections" => {
+                        Ok(Expectation::NoStalledConnections(DEFAULT_STALL))
+                    }
                     "even_distribution" => Ok(Expectation::EvenDistribution {
                         tolerance: default_tolerance(),
                     }),
@@ -1770,6 +1783,9 @@ impl<'de> Deserialize<'de> for Expectation {
                 };
                 let e = match key.as_str() {
                     "reset_within" => Expectation::ResetWithin(map.next_value()?),
+                    "no_stalled_connections" => {
+                        Expectation::NoStalledConnections(map.next_value()?)
+                    }
                     "even_distribution" => {
                         let raw: Option<EvenRaw> = map.next_value()?;
                         Expectation::EvenDistribution {

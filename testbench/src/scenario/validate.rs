@@ -961,6 +961,11 @@ fn expectations(c: &mut Checker<'_>) {
                 IssueKind::OutOfRange,
                 "reset_within must be more than 0s",
             ),
+            Expectation::NoStalledConnections(d) if *d == Duration::ZERO => c.push(
+                format!("{path}.no_stalled_connections"),
+                IssueKind::OutOfRange,
+                "no_stalled_connections must be more than 0s",
+            ),
             Expectation::Latency { at_most, .. } if *at_most == Duration::ZERO => c.push(
                 path,
                 IssueKind::OutOfRange,
