@@ -13,6 +13,11 @@
 //! | 1 | plane: 0 = X, 1 = Y |
 //! | 2 | direction: 0 = delivered to the destination endpoint |
 //! | 3 | reserved, 0 |
+//!
+//! Wireshark and tshark open the LAN captures as they are; for the fabric
+//! captures, `tools/wireshark/snet-fabric.lua` is a dissector (every header
+//! field, the CRC check, malformed packets flagged) and
+//! `tools/wireshark/README.md` says how to install it.
 
 use std::io::{self, Write};
 
