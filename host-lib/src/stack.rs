@@ -27,7 +27,7 @@
 //! the frame itself.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
@@ -196,7 +196,7 @@ pub struct ProcessorStack {
     /// Its sockets (the applications on this processor use them).
     pub sockets: SocketSet<'static>,
     address: ClusterAddress,
-    learnt: BTreeSet<(IpAddress, [u8; 6])>,
+    learnt: Neighbours,
     counters: StackCounters,
     /// Frames held back from the instance or fed to it (connection hand-off).
     pub steering: Steering,
@@ -258,7 +258,7 @@ struct QueueDevice<'a> {
     fabric: &'a mut Fabric,
     processor: snet_fabric::EndpointId,
     log: RefCell<Log>,
-    learnt: &'a mut BTreeSet<(IpAddress, [u8; 6])>,
+    learnt: &'a mut Neighbours,
     address: ClusterAddress,
     counters: &'a mut StackCounters,
     steering: &'a mut Steering,
@@ -376,12 +376,12 @@ impl<'a> phy::Device for QueueDevice<'a> {
     where
         Self: 'b;
 
-    fn receive(&mut self, _: NetInstant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+    fn receive(&mut self, now: NetInstant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         // Frames handed over from another processor go first (after the
         // announcement of their sender, if it is new here).
         if let Some(front) = self.steering.inject.front()
             && let Some((ip, mac)) = source_of(front)
-            && self.learnt.insert((ip, mac))
+            && self.learnt.heard(ip, mac, now)
         {
             self.counters.neighbours_learnt += 1;
             if let Some(a) = announcement(&self.address, ip, mac) {
@@ -413,7 +413,7 @@ impl<'a> phy::Device for QueueDevice<'a> {
         // A peer seen for the first time: announce it before its frame.
         let frame = self.qps[r].peek(self.fabric)?;
         if let Some((ip, mac)) = source_of(frame) {
-            if self.learnt.insert((ip, mac)) {
+            if self.learnt.heard(ip, mac, now) {
                 self.counters.neighbours_learnt += 1;
                 if let Some(a) = announcement(&self.address, ip, mac) {
                     let chunk =
@@ -474,6 +474,61 @@ impl<'a> phy::Device for QueueDevice<'a> {
 
     fn capabilities(&self) -> DeviceCapabilities {
         capabilities(self.mtu)
+    }
+}
+
+/// Entries of the TCP/IP instance's neighbour cache (smoltcp's
+/// `iface-neighbor-cache-count-128` feature, set in the workspace).
+const NEIGHBOUR_CACHE: usize = 128;
+
+/// How long smoltcp keeps a neighbour it has not heard from (its entry
+/// lifetime is 60 s), less a margin.
+const NEIGHBOUR_LIFETIME_US: i64 = 59_000_000;
+
+/// The peers the TCP/IP instance surely has in its neighbour cache.
+///
+/// smoltcp learns a peer's MAC only from ARP and neighbour discovery,
+/// while the cluster's peers are answered by the master processor alone,
+/// so every processor is told of a peer with an announcement before the
+/// peer's first frame. The cache is bounded: when it is full, smoltcp
+/// evicts the entry heard from longest ago (every unicast IP frame from a
+/// peer refreshes its entry), and a segment to an evicted peer is dropped
+/// (smoltcp asks with ARP, whose answer goes to the master). So this
+/// mirror keeps the peers heard from most recently, up to half the cache:
+/// a peer in it is certainly in smoltcp's cache, and a peer not in it is
+/// announced again before its frame.
+#[derive(Debug, Default)]
+struct Neighbours {
+    /// Peer → (MAC, when last heard from, µs of smoltcp time).
+    heard: BTreeMap<IpAddress, ([u8; 6], i64)>,
+}
+
+impl Neighbours {
+    /// A frame from `ip` at `mac` is about to be handed to the instance at
+    /// `now`: true if the instance must first be told of the peer.
+    fn heard(&mut self, ip: IpAddress, mac: [u8; 6], now: NetInstant) -> bool {
+        let t = now.total_micros();
+        if let Some(e) = self.heard.get_mut(&ip)
+            && e.0 == mac
+            && t - e.1 < NEIGHBOUR_LIFETIME_US
+        {
+            e.1 = t;
+            return false;
+        }
+        if !self.heard.contains_key(&ip) && self.heard.len() >= NEIGHBOUR_CACHE / 2 {
+            // Least recently heard; ties to the lowest address (the map's
+            // order), so the choice is deterministic.
+            if let Some(oldest) = self
+                .heard
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| *k)
+            {
+                self.heard.remove(&oldest);
+            }
+        }
+        self.heard.insert(ip, (mac, t));
+        true
     }
 }
 
@@ -646,7 +701,7 @@ impl ProcessorStack {
             iface,
             sockets: SocketSet::new(Vec::new()),
             address,
-            learnt: BTreeSet::new(),
+            learnt: Neighbours::default(),
             counters: StackCounters::default(),
             steering: Steering::default(),
         }

@@ -13,9 +13,13 @@
 //! - [`spof`]: the single-point-of-failure sweep — the scenario once per
 //!   component of its topology, with that component failed.
 //!
+//! - [`trace`]: the timeline of one connection across client, adapter,
+//!   fabric and processor, from the run's captures.
+//!
 //! - [`parallel`]: whole runs on several threads, results in input order.
 
 pub mod parallel;
 pub mod run;
 pub mod scenario;
 pub mod spof;
+pub mod trace;

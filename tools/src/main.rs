@@ -10,6 +10,7 @@ mod filter;
 mod progress;
 mod run;
 mod spof;
+mod trace;
 mod validate;
 
 /// Exit code for success.
@@ -40,6 +41,8 @@ enum Command {
     Run(run::RunArgs),
     /// Fail every component alone, one run each: which ones break the service?
     Spof(spof::SpofArgs),
+    /// Follow one connection across client, adapter, fabric and processor.
+    Trace(trace::TraceArgs),
     /// Check scenario files: every problem with its file, line and field.
     Validate(validate::ValidateArgs),
 }
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Filter(args) => filter::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Spof(args) => spof::run(&args),
+        Command::Trace(args) => trace::run(&args),
         Command::Validate(args) => validate::run(&args),
     };
     ExitCode::from(code)

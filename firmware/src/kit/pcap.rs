@@ -48,8 +48,18 @@ pub enum PcapError {
     },
 }
 
-/// Parses a whole classic pcap file.
+/// Parses a whole classic pcap file of Ethernet frames.
 pub fn parse_pcap(bytes: &[u8]) -> Result<Vec<PcapRecord>, PcapError> {
+    let (link, records) = parse_pcap_any(bytes)?;
+    if link != LINKTYPE_ETHERNET {
+        return Err(PcapError::UnsupportedLinkType(link));
+    }
+    Ok(records)
+}
+
+/// Parses a whole classic pcap file of any link type: the link type and
+/// the records.
+pub fn parse_pcap_any(bytes: &[u8]) -> Result<(u32, Vec<PcapRecord>), PcapError> {
     if bytes.len() < 24 {
         return Err(PcapError::Truncated {
             offset: bytes.len(),
@@ -74,9 +84,6 @@ pub fn parse_pcap(bytes: &[u8]) -> Result<Vec<PcapRecord>, PcapError> {
         }
     };
     let link = u32_at(20);
-    if link != LINKTYPE_ETHERNET {
-        return Err(PcapError::UnsupportedLinkType(link));
-    }
     let mut out = Vec::new();
     let mut off = 24;
     while off < bytes.len() {
@@ -117,7 +124,7 @@ pub fn parse_pcap(bytes: &[u8]) -> Result<Vec<PcapRecord>, PcapError> {
         });
         off = start + incl;
     }
-    Ok(out)
+    Ok((link, out))
 }
 
 /// Writes a classic, little-endian, nanosecond-resolution pcap stream of any

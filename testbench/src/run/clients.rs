@@ -499,7 +499,10 @@ impl HostDriver {
             return;
         }
         let handle = host.sockets.add(s);
-        let id = self.ledger.borrow_mut().open(plan.population, local, now);
+        let id = self
+            .ledger
+            .borrow_mut()
+            .open(plan.population, local, target, now);
         self.members[m].conn = Some(Active {
             handle,
             id,

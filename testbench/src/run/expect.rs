@@ -221,6 +221,7 @@ pub(super) fn build_report(r: &Runner<'_>, seed: u64, wall_s: f64, notes: Vec<St
         errors,
         notes,
         timeline: r.timeline.clone(),
+        detail: None,
     };
     let mut verdicts = Vec::new();
     for e in &s.expect {
@@ -369,7 +370,8 @@ fn judge(
             let mut stalled = 0u64;
             let mut worst = 0u64;
             let mut owners = std::collections::BTreeMap::<Option<u32>, u64>::new();
-            for c in conns.iter().filter(|c| c.end.is_none()) {
+            let mut first = None;
+            for (k, c) in conns.iter().enumerate().filter(|(_, c)| c.end.is_none()) {
                 let Some(since) = c.waiting_since else {
                     continue;
                 };
@@ -377,6 +379,7 @@ fn judge(
                 worst = worst.max(waited);
                 if waited > bound {
                     stalled += 1;
+                    first.get_or_insert(k);
                     *owners.entry(c.owner).or_default() += 1;
                 }
             }
@@ -401,7 +404,11 @@ fn judge(
                         format!(" ({by_owner})")
                     },
                     super::report::fmt_ns(worst)
-                ),
+                ) + &first
+                    .map(|k| {
+                        format!("; the first is connection {k} (snet trace FILE --connection {k})")
+                    })
+                    .unwrap_or_default(),
             )
         }
         Expectation::EvenDistribution { tolerance } => {

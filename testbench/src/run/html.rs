@@ -1577,6 +1577,7 @@ mod tests {
                 cpu_pct,
                 requests,
             },
+            detail: None,
         }
     }
 

@@ -29,6 +29,10 @@ pub enum End {
 pub struct Conn {
     /// The client population (index in `clients`).
     pub population: u16,
+    /// The client's address and port.
+    pub local: SocketAddr,
+    /// The server address and port it connects to.
+    pub remote: SocketAddr,
     /// When the client started connecting.
     pub opened: Instant,
     /// When the handshake completed.
@@ -108,11 +112,20 @@ impl Ledger {
         }))
     }
 
-    /// A client starts a connection from `local`; returns its number.
-    pub fn open(&mut self, population: u16, local: SocketAddr, now: Instant) -> u32 {
+    /// A client starts a connection from `local` to `remote`; returns its
+    /// number.
+    pub fn open(
+        &mut self,
+        population: u16,
+        local: SocketAddr,
+        remote: SocketAddr,
+        now: Instant,
+    ) -> u32 {
         let id = self.conns.len() as u32;
         self.conns.push(Conn {
             population,
+            local,
+            remote,
             opened: now,
             established: None,
             owner: None,

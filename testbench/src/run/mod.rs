@@ -48,6 +48,8 @@ pub struct RunOptions {
     /// Your own clients: the client hosts of the population of this name
     /// run your behaviour instead of the built-in one.
     pub clients: Vec<(String, CustomClient)>,
+    /// Keep every connection's record in [`Report::detail`].
+    pub keep_connections: bool,
 }
 
 /// Makes a user's application for processor `p`; it can record into the
@@ -69,6 +71,7 @@ impl std::fmt::Debug for RunOptions {
                 "clients",
                 &self.clients.iter().map(|c| &c.0).collect::<Vec<_>>(),
             )
+            .field("keep_connections", &self.keep_connections)
             .finish()
     }
 }
@@ -253,7 +256,13 @@ pub fn run(s: &Scenario, mut options: RunOptions) -> Result<Report, RunError> {
         finish_captures(&mut r.rig, s, options.pcap.as_deref().expect("checked"))?;
     }
     let wall_s = wall.elapsed().as_secs_f64();
-    Ok(r.report(seed, wall_s, notes))
+    let detail = options.keep_connections.then(|| report::RunDetail {
+        t0: r.t0,
+        conns: r.ledger.borrow().conns.clone(),
+    });
+    let mut report = r.report(seed, wall_s, notes);
+    report.detail = detail;
+    Ok(report)
 }
 
 fn start_captures(rig: &mut NetRig, s: &Scenario, dir: &std::path::Path) -> Result<(), RunError> {

@@ -3,6 +3,17 @@
 
 use serde::Serialize;
 
+/// What a run keeps for tools that look at single connections
+/// (`snet trace`).
+#[derive(Debug, Clone)]
+pub struct RunDetail {
+    /// Engine time of scenario time 0 (captures and connection times are
+    /// in engine time).
+    pub t0: snet_fabric::time::Instant,
+    /// Every client connection, by number.
+    pub conns: Vec<super::ledger::Conn>,
+}
+
 /// One processor's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessorReport {
@@ -229,6 +240,11 @@ pub struct Report {
     pub notes: Vec<String>,
     /// Samples over time.
     pub timeline: Timeline,
+    /// Every connection and the engine time of scenario time 0, when
+    /// [`super::RunOptions::keep_connections`] asked for them (not in the
+    /// JSON).
+    #[serde(skip)]
+    pub detail: Option<RunDetail>,
 }
 
 impl Report {

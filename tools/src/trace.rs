@@ -1,0 +1,83 @@
+//! `snet trace`: the timeline of one connection (see
+//! `snet_testbench::trace`).
+
+use std::path::PathBuf;
+
+use snet_testbench::scenario::Scenario;
+use snet_testbench::trace::{Pick, trace};
+
+/// Arguments of `snet trace`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Example: a connection of the processor that fails in the quickstart
+
+  $ snet trace examples/quickstart.yaml
+  connection 2 of 1814 in quickstart (seed 1, trace_hash …): 198.18.1.3:20001 → 198.18.0.10:2323, served by processor 2
+  …
+            time  where        what
+           1.0us  client       starts connecting from 198.18.1.3:20001 to 198.18.0.10:2323
+          16.1us  lan0 port    in from the client: SYN seq … ack 0 len 0 (66 B frame)
+          17.3us  fabric x     lan0 writes it into processor 2's buffer (address 0x…, 66 B in this packet)
+  …
+        40.000ms  fault        fail processor 2 (applied)
+        40.003ms  lan0 port    out to the client: RST seq … len 0 (60 B frame)
+        40.005ms  client       reset after 3 requests answered; 1024 B owed
+
+  $ snet trace examples/quickstart.yaml --connection 17
+  $ snet trace examples/quickstart.yaml --client 198.18.1.5:20001 --json trace.json
+
+Without --connection or --client it follows the first connection of a
+failed processor that was reset (or else connection 0). Times are scenario
+time. The run is the same as `snet run` of the file and seed (same
+trace_hash); it writes captures to a temporary directory it removes.
+
+Exit codes: 0 the timeline was printed, 2 the file is invalid or the
+connection does not exist.")]
+pub struct TraceArgs {
+    /// The scenario file (YAML; see docs/scenario-reference.md).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Follow connection N (numbered in the order clients opened them, from 0).
+    #[arg(long, value_name = "N", conflicts_with = "client")]
+    pub connection: Option<u32>,
+    /// Follow the connection from this client address and port.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub client: Option<std::net::SocketAddr>,
+    /// Use this seed instead of the file's.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Also write the timeline as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// Runs the scenario and prints the connection's timeline.
+pub fn run(args: &TraceArgs) -> u8 {
+    let scenario = match Scenario::load(&args.file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return crate::EXIT_USAGE;
+        }
+    };
+    let which = match (args.connection, args.client) {
+        (Some(n), _) => Pick::Number(n),
+        (None, Some(a)) => Pick::Client(a),
+        (None, None) => Pick::Auto,
+    };
+    let t = match trace(&scenario, args.seed, &which, args.file.parent()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: {e}", args.file.display());
+            return crate::EXIT_USAGE;
+        }
+    };
+    print!("{}", t.text());
+    if let Some(path) = &args.json
+        && let Err(e) = std::fs::write(path, t.to_json())
+    {
+        eprintln!("--json {}: {e}", path.display());
+        return crate::EXIT_USAGE;
+    }
+    crate::EXIT_OK
+}
