@@ -158,20 +158,35 @@ impl ClientHost {
     /// Runs the host's stack now and puts what it sends on the LAN; returns
     /// when it next wants to be polled.
     pub fn poll<H: Traced>(&mut self, cluster: &mut Cluster<H>) -> Option<Instant> {
-        let now = cluster.now();
+        let next = self.poll_stack(cluster.now());
+        let station = self.station;
+        for mut f in self.take_sent() {
+            mac::pad_to_minimum(&mut f);
+            mac::append_fcs(&mut f);
+            cluster.lan_transmit(station, f);
+        }
+        next
+    }
+
+    /// Runs the host's stack at `now` without a cluster: what it sends
+    /// waits in [`ClientHost::take_sent`] (for a host outside the engine,
+    /// such as a test's client of a live session). Returns when it next
+    /// wants to be polled.
+    pub fn poll_stack(&mut self, now: Instant) -> Option<Instant> {
         let mut dev = Lan {
             rx: &mut self.rx,
             tx: &mut self.tx,
         };
         self.iface.poll(net_time(now), &mut dev, &mut self.sockets);
-        for mut f in self.tx.drain(..) {
-            mac::pad_to_minimum(&mut f);
-            mac::append_fcs(&mut f);
-            self.counters.tx_frames += 1;
-            cluster.lan_transmit(self.station, f);
-        }
         self.iface
             .poll_at(net_time(now), &self.sockets)
             .map(virtual_time)
+    }
+
+    /// The frames the stack sent since the last call (Ethernet, without
+    /// padding or FCS), in order.
+    pub fn take_sent(&mut self) -> std::vec::Drain<'_, Vec<u8>> {
+        self.counters.tx_frames += self.tx.len() as u64;
+        self.tx.drain(..)
     }
 }

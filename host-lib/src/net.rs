@@ -204,6 +204,12 @@ pub struct NetHosts {
     pub abandoned_transfers: u64,
     /// Times an adapter took the cluster's MAC over from a failed one.
     pub takeovers: u64,
+    /// LAN stations that stand for the world outside the engine (see
+    /// [`NetRig::attach_external_station`]).
+    external: Vec<StationId>,
+    /// Frames the LAN delivered to an external station, waiting to leave
+    /// the engine (FCS included).
+    external_frames: Vec<(StationId, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for NetHosts {
@@ -478,6 +484,7 @@ impl NetHosts {
                 {
                     Ok(_) => self.cpus[i].messages(cluster.now(), 1),
                     Err(crate::ipc::IpcError::WouldBlock { .. }) => sockets.requeue_system(out),
+                    Err(crate::ipc::IpcError::PeerDown(_)) => sockets.system_undeliverable(out),
                     Err(e) => self.errors.push(format!("P{i} → P{}: {e}", out.to)),
                 }
             }
@@ -756,6 +763,8 @@ impl HostModel<NoEvent> for NetHosts {
         if let Some(c) = self.clients.iter().position(|h| h.station == station) {
             self.clients[c].deliver(frame);
             self.poll_client(cluster, c);
+        } else if self.external.contains(&station) {
+            self.external_frames.push((station, frame));
         }
     }
 }
@@ -923,6 +932,8 @@ impl NetRig {
             address,
             abandoned_transfers: 0,
             takeovers: 0,
+            external: Vec::new(),
+            external_frames: Vec::new(),
         };
         for c in 0..config.clients {
             let (hi, lo) = ((c / 250) as u8, (c % 250) as u8 + 1);
@@ -985,6 +996,52 @@ impl NetRig {
         let at = self.cluster.now();
         self.cluster.wake_host(self.hosts.client_components[c], at);
         Ok(())
+    }
+
+    /// Attaches a LAN station that stands for the world outside the engine
+    /// (a TAP device, a test harness) at `speed`. Frames the LAN delivers
+    /// to it wait in [`NetRig::take_external_frames`]; frames from outside
+    /// enter the LAN with [`NetRig::external_transmit`]. `mac` is the
+    /// address it attaches with; the switch also learns every source
+    /// address the station sends from, so the outside may use its own.
+    pub fn attach_external_station(&mut self, mac: MacAddr, speed: LinkSpeed) -> StationId {
+        let station = self.cluster.lan.attach(mac, speed);
+        self.hosts.external.push(station);
+        station
+    }
+
+    /// External station `station` sends `frame` (an Ethernet frame without
+    /// FCS) now: it is padded to the 60-byte minimum and given its FCS.
+    /// Returns when its last bit leaves the station, or `None` if
+    /// `station` is not an external station (or its link is down).
+    pub fn external_transmit(&mut self, station: StationId, frame: &[u8]) -> Option<Instant> {
+        if !self.hosts.external.contains(&station) {
+            return None;
+        }
+        let mut f = Vec::with_capacity(frame.len().max(60) + snet_nic_model::mac::FCS_LEN);
+        f.extend_from_slice(frame);
+        snet_nic_model::mac::pad_to_minimum(&mut f);
+        snet_nic_model::mac::append_fcs(&mut f);
+        self.cluster.lan_transmit(station, f)
+    }
+
+    /// Moves the frames delivered to external stations since the last call
+    /// into `out`, in delivery order, each without its FCS. A frame whose
+    /// FCS does not check (the LAN corrupted it) is left out and counted
+    /// in the return value.
+    pub fn take_external_frames(&mut self, out: &mut Vec<(StationId, Vec<u8>)>) -> u64 {
+        let mut bad = 0;
+        for (station, mut frame) in self.hosts.external_frames.drain(..) {
+            match snet_nic_model::mac::check_fcs(&frame) {
+                Some(body) => {
+                    let len = body.len();
+                    frame.truncate(len);
+                    out.push((station, frame));
+                }
+                None => bad += 1,
+            }
+        }
+        bad
     }
 
     /// Sends a control message from processor `p` (index) to the active

@@ -392,6 +392,9 @@ pub struct SocketCounters {
     pub handed_off: u64,
     /// Connections adopted with `accept_nw2`.
     pub adopted: u64,
+    /// System messages that could not be carried because their processor
+    /// was down.
+    pub system_undeliverable: u64,
     /// Socket calls made.
     pub calls: u64,
     /// Bytes applications sent.
@@ -917,6 +920,23 @@ impl Sockets {
                     message: SystemMessage::Adopted { tuple, frames },
                 });
             }
+        }
+    }
+
+    /// A system message could not be carried: its processor is down. An
+    /// adoption asked of a failed owner fails as if the owner had refused
+    /// it (the socket reports the owner's failure); an answer to a failed
+    /// adopter has nobody to reach.
+    pub fn system_undeliverable(&mut self, out: SystemOut) {
+        self.counters.system_undeliverable += 1;
+        if let SystemMessage::Adopt(tuple) = out.message {
+            self.system_message(
+                out.to,
+                SystemMessage::Adopted {
+                    tuple,
+                    frames: Err(SocketError::ProcessorDown(out.to)),
+                },
+            );
         }
     }
 

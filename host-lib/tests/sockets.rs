@@ -432,6 +432,95 @@ fn a_listener_on_processor_zero_hands_a_connection_to_a_worker_on_processor_two(
     assert!(rig.hosts.errors.is_empty(), "{:?}", rig.hosts.errors);
 }
 
+/// A worker that keeps its tickets until told to adopt, then reports what
+/// the adopted sockets say.
+struct LateWorker {
+    go: Rc<RefCell<bool>>,
+    tickets: Vec<Ticket>,
+    seen: Rc<RefCell<Vec<Result<usize, SocketError>>>>,
+    conns: Vec<SocketId>,
+}
+
+impl Application for LateWorker {
+    fn name(&self) -> &str {
+        "late-worker"
+    }
+    fn service(&self) -> Option<u32> {
+        Some(WORKER_SERVICE)
+    }
+    fn poll(&mut self, cx: &mut AppContext<'_>) -> Option<Instant> {
+        while let Some(m) = cx.take_request() {
+            self.tickets.push(Ticket::from_bytes(&m.payload).unwrap());
+            cx.reply(m.request().unwrap(), &[]).unwrap();
+        }
+        if *self.go.borrow() {
+            for t in self.tickets.drain(..) {
+                self.conns.push(cx.sockets().accept_nw2(&t).unwrap());
+            }
+        }
+        let mut buf = [0u8; 256];
+        for s in &self.conns {
+            match cx.sockets().recv(*s, &mut buf) {
+                Err(SocketError::WouldBlock) => {}
+                r => self.seen.borrow_mut().push(r),
+            }
+        }
+        Some(cx.now() + Duration::from_us(100))
+    }
+}
+
+#[test]
+fn adopting_from_a_failed_owner_fails_the_socket_not_the_rig() {
+    let mut rig = NetRig::new(Default::default(), 1).unwrap();
+    rig.spawn(
+        0,
+        Box::new(HandOffListener {
+            port: 21,
+            worker: 2,
+            listener: None,
+            handed: Vec::new(),
+        }),
+    )
+    .unwrap();
+    let go = Rc::new(RefCell::new(false));
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    rig.spawn(
+        2,
+        Box::new(LateWorker {
+            go: go.clone(),
+            tickets: Vec::new(),
+            seen: seen.clone(),
+            conns: Vec::new(),
+        }),
+    )
+    .unwrap();
+    rig.run_for(Duration::from_ms(1));
+    let _x = Exchange::open(
+        &mut rig,
+        0,
+        IpAddress::Ipv4(CLUSTER_IPV4),
+        21,
+        43001,
+        payload(100, 3),
+    );
+    rig.run_for(Duration::from_ms(2));
+    // The ticket reached the worker; its owner fails before the adoption.
+    rig.fail_processor(0);
+    *go.borrow_mut() = true;
+    rig.run_for(Duration::from_ms(2));
+    let seen = seen.borrow();
+    assert!(
+        !seen.is_empty()
+            && seen
+                .iter()
+                .all(|r| *r == Err(SocketError::ProcessorDown(0))),
+        "the adopted socket reports the owner's failure: {seen:?}"
+    );
+    let p2 = rig.hosts.sockets[2].as_ref().unwrap().counters();
+    assert_eq!((p2.system_undeliverable, p2.adopted), (1, 0));
+    assert!(rig.hosts.errors.is_empty(), "{:?}", rig.hosts.errors);
+}
+
 /// Runs the echo exchange of `clients` clients against echo servers on
 /// every processor, on `stack`; returns what each client got back and the
 /// messages (hops) the processors sent.

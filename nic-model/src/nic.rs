@@ -1134,7 +1134,9 @@ impl Nic {
             self.counters.queue_errors += 1;
             self.counters.rx_no_buffer += lost.len() as u64;
             self.rx_free.extend(lost.iter().map(|f| f.slot));
-            log::warn!(
+            // Counted in queue_errors; expected when a processor or a path
+            // to it fails, so not a warning.
+            log::info!(
                 "adapter {}: queue {} of processor {} stopped after a failed ring access",
                 self.config.name,
                 k.queue,

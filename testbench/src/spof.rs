@@ -547,7 +547,7 @@ mod tests {
         let kept = scenario_for(&s, Some(link), Duration::from_ms(7), true);
         assert_eq!(kept.faults.len(), 2);
         assert_eq!(kept.expect.len(), 3, "the kept fault fails a processor");
-        let bare = scenario("name: t\n");
+        let bare = scenario("name: t\nduration: 5s\n");
         let r = scenario_for(&bare, None, Duration::from_ms(7), false);
         assert_eq!(
             r.expect,

@@ -1,14 +1,18 @@
 //! The timeline of one connection across client, LAN, adapter, fabric and
 //! processor (`snet trace`).
 //!
-//! The scenario runs with captures of every adapter's LAN port and of the
-//! fabric, and with every connection's record kept. For the chosen
-//! connection the timeline has:
+//! The scenario runs with captures of every adapter's LAN port (and, when
+//! asked, of the fabric), and with every connection's record kept. Without
+//! the fabric the run is exactly the one `snet run` makes (same trace
+//! hash); the fabric capture needs every packet, so it turns the fabric's
+//! transaction-level bursts off and the run is the one `snet run --pcap`
+//! makes, which can differ in detail. For the chosen connection the
+//! timeline has:
 //! - the client's view from the run's record: when it started connecting,
 //!   when the handshake completed, which processor served it, how it ended;
 //! - every frame of its 4-tuple on an adapter's port (both directions),
 //!   with TCP flags, sequence and acknowledgement numbers and length;
-//! - for each frame, the fabric packet that carried it between the adapter
+//! - with the fabric, for each frame the packet that carried it between the adapter
 //!   and a processor's memory: the DMA write of an inbound frame into the
 //!   processor's posted buffer, the read response that brought an outbound
 //!   frame from the processor's buffer to the adapter. A frame is matched
@@ -84,8 +88,9 @@ pub struct Trace {
     pub processor: Option<u32>,
     /// Frames of the connection on the adapters' ports.
     pub frames: u64,
-    /// Of them, frames matched to a fabric packet.
-    pub frames_on_fabric: u64,
+    /// Of them, frames matched to a fabric packet (with the fabric
+    /// captured).
+    pub frames_on_fabric: Option<u64>,
     /// The events, in time order.
     pub events: Vec<Event>,
 }
@@ -115,11 +120,18 @@ impl Trace {
                 None => "no processor served it".to_string(),
             }
         );
-        let _ = writeln!(
-            o,
-            "{} frames on the adapters' ports, {} of them matched to the fabric packet that carried them\n",
-            self.frames, self.frames_on_fabric
-        );
+        let _ = match self.frames_on_fabric {
+            Some(n) => writeln!(
+                o,
+                "{} frames on the adapters' ports, {n} of them matched to the fabric packet that carried them (the fabric timed packet by packet, as with snet run --pcap)\n",
+                self.frames
+            ),
+            None => writeln!(
+                o,
+                "{} frames on the adapters' ports (add --fabric for the fabric packets that carried them)\n",
+                self.frames
+            ),
+        };
         let w = self
             .events
             .iter()
@@ -311,40 +323,43 @@ fn client_events(c: &Conn, t0: u64) -> Vec<Event> {
     v
 }
 
+/// How to trace.
+#[derive(Debug, Clone, Default)]
+pub struct TraceOptions {
+    /// Replaces the scenario's seed.
+    pub seed: Option<u64>,
+    /// Which connection.
+    pub pick: Pick,
+    /// Also capture the fabric and show the packet that carried each frame
+    /// (the run is then timed packet by packet).
+    pub fabric: bool,
+    /// Where the scenario's relative paths (a filter tree) start.
+    pub base_dir: Option<PathBuf>,
+}
+
 /// Runs the scenario with captures and returns the timeline of one
 /// connection. Captures go to a temporary directory that is removed.
-/// `base_dir` is where the scenario's relative paths (a filter tree) start.
-pub fn trace(
-    s: &Scenario,
-    seed: Option<u64>,
-    which: &Pick,
-    base_dir: Option<&std::path::Path>,
-) -> Result<Trace, String> {
+pub fn trace(s: &Scenario, o: &TraceOptions) -> Result<Trace, String> {
     let dir = std::env::temp_dir().join(format!(
         "snet-trace-{}-{}",
         std::process::id(),
         TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
-    let result = trace_in(s, seed, which, base_dir, &dir);
+    let result = trace_in(s, o, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
 static TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-fn trace_in(
-    s: &Scenario,
-    seed: Option<u64>,
-    which: &Pick,
-    base_dir: Option<&std::path::Path>,
-    dir: &PathBuf,
-) -> Result<Trace, String> {
+fn trace_in(s: &Scenario, o: &TraceOptions, dir: &std::path::Path) -> Result<Trace, String> {
     let report = run(
         s,
         RunOptions {
-            seed,
-            pcap: Some(dir.clone()),
-            base_dir: base_dir.map(PathBuf::from),
+            seed: o.seed,
+            pcap: Some(dir.to_path_buf()),
+            pcap_lan_only: !o.fabric,
+            base_dir: o.base_dir.clone(),
             keep_connections: true,
             ..RunOptions::default()
         },
@@ -354,7 +369,7 @@ fn trace_in(
         .detail
         .as_ref()
         .ok_or("the run kept no connection records")?;
-    let k = pick(detail, &report, which)?;
+    let k = pick(detail, &report, &o.pick)?;
     let c = &detail.conns[k as usize];
     let t0 = detail.t0.as_ns();
     let adapters: Vec<String> = s.adapters.iter().map(|a| a.name.clone()).collect();
@@ -381,23 +396,27 @@ fn trace_in(
             .map(|(_, records)| records)
             .map_err(|e| format!("{}: {e}", path.display()))
     };
-    let mut fabric: Vec<FabricRecord> = read("fabric.pcap")?
-        .into_iter()
-        .filter_map(|r| {
-            let pkt = r.data.get(FABRIC_PSEUDO_LEN..)?;
-            let p = Packet::new_checked(pkt).ok()?;
-            Some(FabricRecord {
-                at: r.ts_nanos,
-                plane: r.data[1],
-                src: p.src_id(),
-                dst: p.dst_id(),
-                address: p.address().0,
-                response: p.is_response(),
-                payload: p.payload().to_vec(),
-                used: false,
-            })
+    let mut fabric: Vec<FabricRecord> = if o.fabric {
+        read("fabric.pcap")?
+    } else {
+        Vec::new()
+    }
+    .into_iter()
+    .filter_map(|r| {
+        let pkt = r.data.get(FABRIC_PSEUDO_LEN..)?;
+        let p = Packet::new_checked(pkt).ok()?;
+        Some(FabricRecord {
+            at: r.ts_nanos,
+            plane: r.data[1],
+            src: p.src_id(),
+            dst: p.dst_id(),
+            address: p.address().0,
+            response: p.is_response(),
+            payload: p.payload().to_vec(),
+            used: false,
         })
-        .collect();
+    })
+    .collect();
     let (mut frames, mut on_fabric) = (0u64, 0u64);
     for (a, name) in adapters.iter().enumerate() {
         for r in read(&format!("{name}.pcap"))? {
@@ -492,7 +511,7 @@ fn trace_in(
         server: c.remote.to_string(),
         processor: c.owner,
         frames,
-        frames_on_fabric: on_fabric,
+        frames_on_fabric: o.fabric.then_some(on_fabric),
         events,
     })
 }
@@ -506,7 +525,15 @@ mod tests {
     #[test]
     fn a_connection_is_followed_from_client_to_processor_and_back() {
         let s = Scenario::from_yaml_str(QUICK, "t.yaml").unwrap();
-        let t = trace(&s, None, &Pick::Number(0), None).unwrap();
+        let t = trace(
+            &s,
+            &TraceOptions {
+                pick: Pick::Number(0),
+                fabric: true,
+                ..TraceOptions::default()
+            },
+        )
+        .unwrap();
         assert_eq!(t.connection, 0);
         assert!(t.connections >= 2);
         let p = t.processor.expect("served");
@@ -526,7 +553,7 @@ mod tests {
         // Every frame that reached a processor or came from one crossed
         // the fabric: on processor 0, which did not fail, all of them.
         assert_eq!(p, 0);
-        assert_eq!(t.frames_on_fabric, t.frames, "{text}");
+        assert_eq!(t.frames_on_fabric, Some(t.frames), "{text}");
         assert!(t.frames >= 8, "{text}");
         // Times only go forward.
         assert!(t.events.windows(2).all(|w| w[0].at_ns <= w[1].at_ns));
@@ -536,18 +563,31 @@ mod tests {
     #[test]
     fn auto_picks_a_connection_of_the_failed_processor() {
         let s = Scenario::from_yaml_str(QUICK, "t.yaml").unwrap();
-        let t = trace(&s, None, &Pick::Auto, None).unwrap();
+        let t = trace(&s, &TraceOptions::default()).unwrap();
         assert_eq!(t.processor, Some(1), "{}", t.text());
         let text = t.text();
         assert!(text.contains("out to the client: RST"), "{text}");
         assert!(text.contains("client       reset after"), "{text}");
-        let e = trace(&s, None, &Pick::Number(1000), None).unwrap_err();
+        assert_eq!(t.frames_on_fabric, None);
+        assert!(!text.contains("fabric x") && !text.contains("fabric y"));
+        // Without the fabric capture the run is the one snet run makes.
+        let plain = crate::run::run(&s, RunOptions::default()).unwrap();
+        assert_eq!(t.trace_hash, plain.trace_hash);
+        let e = trace(
+            &s,
+            &TraceOptions {
+                pick: Pick::Number(1000),
+                ..TraceOptions::default()
+            },
+        )
+        .unwrap_err();
         assert!(e.contains("connection 1000 does not exist"), "{e}");
         let e = trace(
             &s,
-            None,
-            &Pick::Client("198.18.9.9:1".parse().unwrap()),
-            None,
+            &TraceOptions {
+                pick: Pick::Client("198.18.9.9:1".parse().unwrap()),
+                ..TraceOptions::default()
+            },
         )
         .unwrap_err();
         assert!(e.contains("no connection came from 198.18.9.9:1"), "{e}");

@@ -304,3 +304,17 @@ clients:
     );
     assert!(msg.contains("65535"), "{msg}");
 }
+
+#[test]
+fn an_http_app_listens_beside_the_built_in_clients_of_another_app() {
+    let r = run_text(
+        "name: mixed\nduration: 10ms\napps:\n  - { model: monolithic, port: 23 }\n  - { model: http, port: 80 }\nclients:\n  - { count: 8, target: \"198.18.0.10:23\" }\nexpect: [all_survivor_connections_complete]\n",
+    );
+    assert!(r.passed, "{}", r.table());
+    assert!(r.requests > 0, "{}", r.table());
+    assert!(
+        !r.notes.iter().any(|n| n.contains("listening sockets")),
+        "both apps listen on every processor: {:?}",
+        r.notes
+    );
+}

@@ -848,3 +848,49 @@ clients:
         "198.18.0.77",
     );
 }
+
+#[test]
+fn the_http_model_serves_real_clients_only() {
+    let web = "\
+name: web
+apps:
+  - { name: web, model: http, port: 80, response: 4KiB }
+";
+    let s = Scenario::from_yaml_str(web, "scenario.yaml").unwrap();
+    assert_eq!(s.apps[0].model, AppModel::Http);
+    expect_issue(
+        &format!("{web}clients:\n  - {{ count: 4, target: \"198.18.0.10:80\" }}\n"),
+        5,
+        "clients[0].target",
+        IssueKind::Conflict,
+        "served by the http app web, which speaks HTTP to real clients",
+    );
+    expect_issue(
+        &web.replace("response: 4KiB", "protocol: udp"),
+        3,
+        "apps[0].protocol",
+        IssueKind::Conflict,
+        "an http app speaks HTTP over TCP",
+    );
+    expect_issue(
+        &web.replace("response: 4KiB", "workers: [1]"),
+        3,
+        "apps[0].workers",
+        IssueKind::Conflict,
+        "http apps have none",
+    );
+    expect_issue(
+        &format!("{web}  - {{ model: broker, port: 90, backend: web }}\n"),
+        4,
+        "apps[1].backend",
+        IssueKind::Conflict,
+        "the backend web is an http app",
+    );
+    expect_issue(
+        &format!("{web}firmware: {{ distribution: exclusive }}\n"),
+        3,
+        "apps[0].processors",
+        IssueKind::Conflict,
+        "the port is exclusive",
+    );
+}

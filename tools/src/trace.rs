@@ -4,14 +4,14 @@
 use std::path::PathBuf;
 
 use snet_testbench::scenario::Scenario;
-use snet_testbench::trace::{Pick, trace};
+use snet_testbench::trace::{Pick, TraceOptions, trace};
 
 /// Arguments of `snet trace`.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
 Example: a connection of the processor that fails in the quickstart
 
-  $ snet trace examples/quickstart.yaml
+  $ snet trace examples/quickstart.yaml --fabric
   connection 2 of 1814 in quickstart (seed 1, trace_hash …): 198.18.1.3:20001 → 198.18.0.10:2323, served by processor 2
   …
             time  where        what
@@ -28,8 +28,9 @@ Example: a connection of the processor that fails in the quickstart
 
 Without --connection or --client it follows the first connection of a
 failed processor that was reset (or else connection 0). Times are scenario
-time. The run is the same as `snet run` of the file and seed (same
-trace_hash); it writes captures to a temporary directory it removes.
+time. Without --fabric the run is the one `snet run` makes of the file and
+seed (same trace_hash); with it, the one `snet run --pcap` makes. Captures
+go to a temporary directory that is removed.
 
 Exit codes: 0 the timeline was printed, 2 the file is invalid or the
 connection does not exist.")]
@@ -46,6 +47,11 @@ pub struct TraceArgs {
     /// Use this seed instead of the file's.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Also show, for each frame, the fabric packet that carried it between
+    /// the adapter and processor memory. The fabric is then timed packet by
+    /// packet, as with `snet run --pcap`, and the run can differ in detail.
+    #[arg(long)]
+    pub fabric: bool,
     /// Also write the timeline as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -65,7 +71,13 @@ pub fn run(args: &TraceArgs) -> u8 {
         (None, Some(a)) => Pick::Client(a),
         (None, None) => Pick::Auto,
     };
-    let t = match trace(&scenario, args.seed, &which, args.file.parent()) {
+    let options = TraceOptions {
+        seed: args.seed,
+        pick: which,
+        fabric: args.fabric,
+        base_dir: args.file.parent().map(PathBuf::from),
+    };
+    let t = match trace(&scenario, &options) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("{}: {e}", args.file.display());

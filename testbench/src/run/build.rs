@@ -21,6 +21,7 @@ use snet_host_lib::socket::SocketConfig;
 use snet_nic_model::mac::LinkSpeed;
 
 use super::clients::{HostDriver, Plan};
+use super::http::HttpServer;
 use super::ledger::Shared;
 use super::models::{Backend, Broker, DatagramServer, Distributor, Handoff, Pick, Server};
 use crate::scenario::layout::{Layout, Node};
@@ -267,8 +268,12 @@ pub fn net_config(
 
 /// Socket buffer bytes per direction: enough for the largest request or
 /// response (up to 64 KiB), at least 4 KiB, so a large cluster's many
-/// connections stay small.
+/// connections stay small; 64 KiB with an http app (its clients may ask
+/// for any size).
 pub fn socket_buffer(s: &Scenario) -> usize {
+    if s.apps.iter().any(|a| a.model == AppModel::Http) {
+        return 65536;
+    }
     let mut most = 0u64;
     for c in &s.clients {
         most = most
@@ -502,6 +507,20 @@ pub fn instances(s: &Scenario, max_payload: usize) -> Result<(Vec<Instance>, Vec
                         app: ai,
                         make: Box::new(move |l| {
                             Box::new(Backend::new(&nm, service, work, max_payload, l.clone()))
+                        }),
+                    });
+                }
+            }
+            (AppModel::Http, _) => {
+                let body = a.response.map_or(1024, |r| r.bytes());
+                for &p in &front {
+                    let nm = name.clone();
+                    out.push(Instance {
+                        processor: p as usize,
+                        listens: true,
+                        app: ai,
+                        make: Box::new(move |l| {
+                            Box::new(HttpServer::new(&nm, port, work, body, l.clone()))
                         }),
                     });
                 }

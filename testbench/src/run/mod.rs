@@ -14,7 +14,9 @@ pub mod build;
 pub mod clients;
 mod expect;
 pub mod html;
+pub mod http;
 pub mod ledger;
+pub mod live;
 pub mod models;
 pub mod report;
 pub mod wire;
@@ -36,7 +38,13 @@ pub struct RunOptions {
     /// Replaces the scenario's seed.
     pub seed: Option<u64>,
     /// Directory for packet captures (`<adapter>.pcap`, `fabric.pcap`).
+    /// The fabric capture needs every packet, so it turns the fabric's
+    /// transaction-level bursts off: the run is timed packet by packet and
+    /// can differ in detail (and trace hash) from a run without it.
     pub pcap: Option<PathBuf>,
+    /// With `pcap`: capture the adapters' LAN ports only, not the fabric
+    /// (the run is then the same as without captures).
+    pub pcap_lan_only: bool,
     /// Directory the scenario's relative paths (the filter file) start from.
     pub base_dir: Option<PathBuf>,
     /// Called now and then with (virtual time done, virtual time total).
@@ -65,6 +73,7 @@ impl std::fmt::Debug for RunOptions {
         f.debug_struct("RunOptions")
             .field("seed", &self.seed)
             .field("pcap", &self.pcap)
+            .field("pcap_lan_only", &self.pcap_lan_only)
             .field("base_dir", &self.base_dir)
             .field("apps", &self.apps.iter().map(|a| &a.0).collect::<Vec<_>>())
             .field(
@@ -117,143 +126,39 @@ struct Runner<'a> {
     last_busy: Vec<u64>,
     last_sample: Instant,
     errors: Vec<String>,
+    /// Time between samples for the plots.
+    step: Duration,
+    /// Longest slice: event-triggered faults are checked this often.
+    tick: Duration,
+    next_sample: Instant,
 }
 
 /// Runs `s`; the report says whether every expectation held.
 pub fn run(s: &Scenario, mut options: RunOptions) -> Result<Report, RunError> {
     let wall = std::time::Instant::now();
-    let seed = options.seed.unwrap_or(s.seed);
-    let layout = s.layout().map_err(RunError::Invalid)?;
-    let (config, mut notes) = build::net_config(s, seed, &layout).map_err(RunError::Invalid)?;
-    let max_payload = config.ipc.max_payload();
-    let mut rig = NetRig::build(config).map_err(|e| {
-        if e.contains("adapter memory") {
-            RunError::Invalid(format!(
-                "{e}; in a scenario, processors.memory sets the memory of every fabric endpoint, adapters included"
-            ))
-        } else {
-            RunError::Invalid(e)
-        }
-    })?;
-    if let Some(tree) =
-        build::filter_tree(s, options.base_dir.as_deref()).map_err(RunError::Invalid)?
-    {
-        for nic in rig.cluster.nics.iter_mut() {
-            nic.firmware_mut().set_filter(Box::new(tree.clone()));
-        }
-    }
-    if let Some(dir) = &options.pcap {
-        start_captures(&mut rig, s, dir)?;
-    }
-    let n = s.processors.count as usize;
-    let ledger = Ledger::new(n);
-    let (mut instances, more) = build::instances(s, max_payload).map_err(RunError::Invalid)?;
-    notes.extend(more);
-    for (name, make) in std::mem::take(&mut options.apps) {
-        let app = s
-            .apps
-            .iter()
-            .enumerate()
-            .find(|(_, a)| build::app_name(a) == name)
-            .ok_or_else(|| RunError::Invalid(format!("no app named {name} in the scenario")))?;
-        let make = std::rc::Rc::new(make);
-        instances.retain(|i| i.app != app.0);
-        for p in app.1.processors.resolve(s.processors.count) {
-            let m = make.clone();
-            let p = p as usize;
-            instances.push(build::Instance {
-                processor: p,
-                listens: true,
-                app: app.0,
-                make: Box::new(move |l| m(l, p)),
-            });
-        }
-    }
-    for i in &instances {
-        rig.spawn(i.processor, (i.make)(&ledger))
-            .map_err(RunError::Invalid)?;
-    }
-    // The servers start first: scenario time 0 is when every listening
-    // socket is up (at most SETUP_LIMIT after the cluster came up).
-    let expected = instances.iter().filter(|i| i.listens).count() as u64;
-    let setup_end = rig.now() + SETUP_LIMIT;
-    while ledger.borrow().listening < expected && rig.now() < setup_end {
-        let until = (rig.now() + Duration::from_us(20)).min(setup_end);
-        rig.cluster.run_until(until, &mut rig.hosts);
-    }
-    let up = ledger.borrow().listening;
-    if up < expected {
-        notes.push(format!(
-            "only {up} of {expected} listening sockets were up {} after start; the clients started anyway",
-            report::fmt_ns(SETUP_LIMIT.as_ns())
-        ));
-    }
-    let t0 = rig.now();
-    build::attach_clients(s, seed, &mut rig, &ledger, t0).map_err(RunError::Invalid)?;
-    for (name, make) in std::mem::take(&mut options.clients) {
-        let hosts = build::population_hosts(s, &name)
-            .ok_or_else(|| RunError::Invalid(format!("no client population named {name}")))?;
-        for (k, h) in hosts.enumerate() {
-            rig.attach_client(h, make(&ledger, k))
-                .map_err(RunError::Invalid)?;
-        }
-    }
-    let busy0: Vec<u64> = rig.hosts.cpus.iter().map(|c| c.busy().as_ps()).collect();
-    let mut r = Runner {
-        s,
-        layout,
-        rig,
-        ledger,
-        instances,
-        faults_done: vec![false; s.faults.len()],
-        applied: Vec::new(),
-        fails: Vec::new(),
-        adapters_up: vec![true; s.adapters.len()],
-        timeline: Timeline {
-            accepted: vec![Vec::new(); n],
-            cpu_pct: vec![Vec::new(); n],
-            ..Timeline::default()
-        },
-        t0,
-        last_busy: busy0.clone(),
-        busy0,
-        last_sample: t0,
-        errors: Vec::new(),
-    };
     let total = s.duration.to_fabric();
-    let end = t0 + total;
     let step = Duration::from_ps((total.as_ps() / SAMPLES).max(1));
-    // Event-triggered faults are checked this often.
-    let tick = Duration::from_ps(step.as_ps().min(Duration::from_us(100).as_ps()));
-    let mut next_sample = t0 + step;
+    let Started {
+        runner: mut r,
+        seed,
+        notes,
+    } = Runner::start(s, &mut options, step)?;
+    let end = r.t0 + total;
     let mut last_progress = std::time::Instant::now();
-    r.apply_faults();
     while r.rig.now() < end {
-        let now = r.rig.now();
-        let mut until = (now + tick).min(next_sample).min(end);
-        if let Some(t) = r.next_timed_fault() {
-            if t > now {
-                until = until.min(t);
-            }
-        }
-        r.rig.cluster.run_until(until, &mut r.rig.hosts);
-        r.apply_faults();
-        if r.rig.now() >= next_sample {
-            r.sample();
-            next_sample += step;
-        }
+        r.slice(end);
         if let Some(p) = options.progress.as_mut()
             && last_progress.elapsed().as_millis() >= 200
         {
             last_progress = std::time::Instant::now();
-            p(r.rig.now().saturating_since(t0), total);
+            p(r.rig.now().saturating_since(r.t0), total);
         }
     }
     if let Some(p) = options.progress.as_mut() {
         p(total, total);
     }
-    if options.pcap.is_some() {
-        finish_captures(&mut r.rig, s, options.pcap.as_deref().expect("checked"))?;
+    if let Some(dir) = options.pcap.as_deref() {
+        finish_captures(&mut r.rig, s, dir)?;
     }
     let wall_s = wall.elapsed().as_secs_f64();
     let detail = options.keep_connections.then(|| report::RunDetail {
@@ -265,7 +170,19 @@ pub fn run(s: &Scenario, mut options: RunOptions) -> Result<Report, RunError> {
     Ok(report)
 }
 
-fn start_captures(rig: &mut NetRig, s: &Scenario, dir: &std::path::Path) -> Result<(), RunError> {
+/// A runner with the cluster up, and what its start found.
+struct Started<'a> {
+    runner: Runner<'a>,
+    seed: u64,
+    notes: Vec<String>,
+}
+
+fn start_captures(
+    rig: &mut NetRig,
+    s: &Scenario,
+    dir: &std::path::Path,
+    fabric: bool,
+) -> Result<(), RunError> {
     use snet_nic_model::capture::Capture;
     std::fs::create_dir_all(dir)
         .map_err(|e| RunError::Io(format!("--pcap {}: {e}", dir.display())))?;
@@ -277,10 +194,12 @@ fn start_captures(rig: &mut NetRig, s: &Scenario, dir: &std::path::Path) -> Resu
             .capture_port(i, c)
             .map_err(|e| RunError::Io(e.to_string()))?;
     }
-    let path = dir.join("fabric.pcap");
-    let c = Capture::create(&path, snet_nic_model::capture::LINKTYPE_FABRIC)
-        .map_err(|e| RunError::Io(format!("{}: {e}", path.display())))?;
-    rig.cluster.capture_fabric(c);
+    if fabric {
+        let path = dir.join("fabric.pcap");
+        let c = Capture::create(&path, snet_nic_model::capture::LINKTYPE_FABRIC)
+            .map_err(|e| RunError::Io(format!("{}: {e}", path.display())))?;
+        rig.cluster.capture_fabric(c);
+    }
     Ok(())
 }
 
@@ -298,7 +217,173 @@ fn finish_captures(rig: &mut NetRig, s: &Scenario, dir: &std::path::Path) -> Res
     Ok(())
 }
 
-impl Runner<'_> {
+impl<'a> Runner<'a> {
+    /// Builds the cluster of `s`, starts the applications, waits until
+    /// every listening socket is up (at most [`SETUP_LIMIT`]; scenario time
+    /// 0 is then), attaches the client populations and applies the faults
+    /// due at time 0. Samples for the plots are taken every `step`.
+    fn start(
+        s: &'a Scenario,
+        options: &mut RunOptions,
+        step: Duration,
+    ) -> Result<Started<'a>, RunError> {
+        let seed = options.seed.unwrap_or(s.seed);
+        let layout = s.layout().map_err(RunError::Invalid)?;
+        let (config, mut notes) = build::net_config(s, seed, &layout).map_err(RunError::Invalid)?;
+        let max_payload = config.ipc.max_payload();
+        let mut rig = NetRig::build(config).map_err(|e| {
+            if e.contains("adapter memory") {
+                RunError::Invalid(format!(
+                    "{e}; in a scenario, processors.memory sets the memory of every fabric endpoint, adapters included"
+                ))
+            } else {
+                RunError::Invalid(e)
+            }
+        })?;
+        if let Some(tree) =
+            build::filter_tree(s, options.base_dir.as_deref()).map_err(RunError::Invalid)?
+        {
+            for nic in rig.cluster.nics.iter_mut() {
+                nic.firmware_mut().set_filter(Box::new(tree.clone()));
+            }
+        }
+        if let Some(dir) = &options.pcap {
+            start_captures(&mut rig, s, dir, !options.pcap_lan_only)?;
+        }
+        let n = s.processors.count as usize;
+        let ledger = Ledger::new(n);
+        let (mut instances, more) = build::instances(s, max_payload).map_err(RunError::Invalid)?;
+        notes.extend(more);
+        for (name, make) in std::mem::take(&mut options.apps) {
+            let app = s
+                .apps
+                .iter()
+                .enumerate()
+                .find(|(_, a)| build::app_name(a) == name)
+                .ok_or_else(|| RunError::Invalid(format!("no app named {name} in the scenario")))?;
+            let make = std::rc::Rc::new(make);
+            instances.retain(|i| i.app != app.0);
+            for p in app.1.processors.resolve(s.processors.count) {
+                let m = make.clone();
+                let p = p as usize;
+                instances.push(build::Instance {
+                    processor: p,
+                    listens: true,
+                    app: app.0,
+                    make: Box::new(move |l| m(l, p)),
+                });
+            }
+        }
+        for i in &instances {
+            rig.spawn(i.processor, (i.make)(&ledger))
+                .map_err(RunError::Invalid)?;
+        }
+        // The servers start first: scenario time 0 is when every listening
+        // socket is up (at most SETUP_LIMIT after the cluster came up).
+        let expected = instances.iter().filter(|i| i.listens).count() as u64;
+        let setup_end = rig.now() + SETUP_LIMIT;
+        while ledger.borrow().listening < expected && rig.now() < setup_end {
+            let until = (rig.now() + Duration::from_us(20)).min(setup_end);
+            rig.cluster.run_until(until, &mut rig.hosts);
+        }
+        let up = ledger.borrow().listening;
+        if up < expected {
+            notes.push(format!(
+                "only {up} of {expected} listening sockets were up {} after start; the clients started anyway",
+                report::fmt_ns(SETUP_LIMIT.as_ns())
+            ));
+        }
+        let t0 = rig.now();
+        build::attach_clients(s, seed, &mut rig, &ledger, t0).map_err(RunError::Invalid)?;
+        for (name, make) in std::mem::take(&mut options.clients) {
+            let hosts = build::population_hosts(s, &name)
+                .ok_or_else(|| RunError::Invalid(format!("no client population named {name}")))?;
+            for (k, h) in hosts.enumerate() {
+                rig.attach_client(h, make(&ledger, k))
+                    .map_err(RunError::Invalid)?;
+            }
+        }
+        let busy0: Vec<u64> = rig.hosts.cpus.iter().map(|c| c.busy().as_ps()).collect();
+        let mut runner = Runner {
+            s,
+            layout,
+            rig,
+            ledger,
+            instances,
+            faults_done: vec![false; s.faults.len()],
+            applied: Vec::new(),
+            fails: Vec::new(),
+            adapters_up: vec![true; s.adapters.len()],
+            timeline: Timeline {
+                accepted: vec![Vec::new(); n],
+                cpu_pct: vec![Vec::new(); n],
+                ..Timeline::default()
+            },
+            t0,
+            last_busy: busy0.clone(),
+            busy0,
+            last_sample: t0,
+            errors: Vec::new(),
+            step,
+            // Event-triggered faults are checked this often.
+            tick: Duration::from_ps(step.as_ps().min(Duration::from_us(100).as_ps())),
+            next_sample: t0 + step,
+        };
+        runner.apply_faults();
+        Ok(Started {
+            runner,
+            seed,
+            notes,
+        })
+    }
+
+    /// Runs one slice, ending no later than `limit`: up to the next check
+    /// of the event-triggered faults, the next sample or the next timed
+    /// fault; then applies the faults due and takes the sample due.
+    fn slice(&mut self, limit: Instant) {
+        let now = self.rig.now();
+        let mut until = (now + self.tick).min(self.next_sample).min(limit);
+        if let Some(t) = self.next_timed_fault()
+            && t > now
+        {
+            until = until.min(t);
+        }
+        self.rig.cluster.run_until(until, &mut self.rig.hosts);
+        self.apply_faults();
+        if self.rig.now() >= self.next_sample {
+            self.sample();
+            self.next_sample += self.step;
+        }
+    }
+
+    /// Moves the clock over a quiet stretch before `limit` in one step:
+    /// when nothing is queued in the engine for more than a slice, and no
+    /// sample or timed fault falls due, the clock goes to just before the
+    /// first of them. Nothing runs in such a stretch, so no fault waiting
+    /// for an event count can fall due in it either. (A live session, idle
+    /// for an hour, would otherwise take its slices one by one.)
+    fn skip_quiet(&mut self, limit: Instant) {
+        let now = self.rig.now();
+        let mut to = self
+            .rig
+            .cluster
+            .engine
+            .peek_time()
+            .unwrap_or(Instant::MAX)
+            .min(limit)
+            .min(self.next_sample);
+        if let Some(t) = self.next_timed_fault()
+            && t > now
+        {
+            to = to.min(t);
+        }
+        if to > now + self.tick {
+            // Nothing is queued before `to`: this only sets the clock.
+            let quiet_end = Instant::from_ps(to.as_ps() - 1);
+            self.rig.cluster.run_until(quiet_end, &mut self.rig.hosts);
+        }
+    }
+
     fn next_timed_fault(&self) -> Option<Instant> {
         self.s
             .faults
@@ -332,31 +417,38 @@ impl Runner<'_> {
             if due {
                 self.faults_done[i] = true;
                 let action = self.s.faults[i].action.clone();
-                let outcome = self.apply(&action);
-                let text = match &action {
-                    Action::Fail(t) => format!("fail {t}"),
-                    Action::Restore(t) => format!("restore {t}"),
-                    Action::Set(s) => {
-                        let mut parts = Vec::new();
-                        if let Some(p) = s.lan_loss {
-                            parts.push(format!("lan_loss {}", p.get()));
-                        }
-                        if let Some(p) = s.fabric_crc_error_rate {
-                            parts.push(format!("fabric_crc_error_rate {}", p.get()));
-                        }
-                        format!("set {}", parts.join(", "))
-                    }
-                };
-                self.applied.push(FaultReport {
-                    at_ns: now.saturating_since(self.t0).as_ns(),
-                    action: text,
-                    outcome: match outcome {
-                        Ok(()) => "applied".into(),
-                        Err(e) => e,
-                    },
-                });
+                let _ = self.record(&action, now);
             }
         }
+    }
+
+    /// Applies `action` now and records it, with its outcome, for the
+    /// report as happening at `now`.
+    fn record(&mut self, action: &Action, now: Instant) -> Result<(), String> {
+        let outcome = self.apply(action);
+        let text = match action {
+            Action::Fail(t) => format!("fail {t}"),
+            Action::Restore(t) => format!("restore {t}"),
+            Action::Set(s) => {
+                let mut parts = Vec::new();
+                if let Some(p) = s.lan_loss {
+                    parts.push(format!("lan_loss {}", p.get()));
+                }
+                if let Some(p) = s.fabric_crc_error_rate {
+                    parts.push(format!("fabric_crc_error_rate {}", p.get()));
+                }
+                format!("set {}", parts.join(", "))
+            }
+        };
+        self.applied.push(FaultReport {
+            at_ns: now.saturating_since(self.t0).as_ns(),
+            action: text,
+            outcome: match &outcome {
+                Ok(()) => "applied".into(),
+                Err(e) => e.clone(),
+            },
+        });
+        outcome
     }
 
     fn processor_of(&self, t: &FaultTarget) -> Option<usize> {

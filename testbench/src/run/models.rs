@@ -178,16 +178,49 @@ fn peer(cx: &mut AppContext<'_>, s: SocketId) -> Option<SocketAddr> {
     cx.sockets().peer(s).ok().flatten()
 }
 
-/// Opens the listening socket once; records a refusal.
+/// Accepts every connection waiting on listener `l`, records each in the
+/// ledger as taken and served by this processor, and hands it to `take`.
+pub(super) fn accept_all(
+    cx: &mut AppContext<'_>,
+    l: SocketId,
+    ledger: &Shared,
+    name: &str,
+    mut take: impl FnMut(SocketId),
+) {
+    let p = cx.processor();
+    loop {
+        match cx.sockets().accept(l) {
+            Ok(s) => {
+                let a = peer(cx, s);
+                let mut l = ledger.borrow_mut();
+                l.served_by(a, p);
+                l.server(p).taken += 1;
+                drop(l);
+                take(s);
+            }
+            Err(SocketError::WouldBlock) => break,
+            Err(e) => {
+                ledger
+                    .borrow_mut()
+                    .errors
+                    .push(format!("{name} on processor {p}: accept: {e}"));
+                break;
+            }
+        }
+    }
+}
+
 /// The listening socket's progress.
 #[derive(Debug, Default)]
-struct Listening {
+pub(super) struct Listening {
     socket: Option<SocketId>,
     failed: bool,
     up: bool,
 }
 
-fn ensure_listener(
+/// Opens the listening socket once (a refusal is recorded in the ledger);
+/// counts it in the ledger when it listens.
+pub(super) fn ensure_listener(
     cx: &mut AppContext<'_>,
     listening: &mut Listening,
     port: u16,
@@ -305,26 +338,9 @@ impl Application for Server {
                 &self.name,
             )
         {
-            loop {
-                match cx.sockets().accept(l) {
-                    Ok(s) => {
-                        let a = peer(cx, s);
-                        let mut l = self.ledger.borrow_mut();
-                        l.served_by(a, p);
-                        l.server(p).taken += 1;
-                        drop(l);
-                        self.sessions.push(Session::new(s));
-                    }
-                    Err(SocketError::WouldBlock) => break,
-                    Err(e) => {
-                        self.ledger
-                            .borrow_mut()
-                            .errors
-                            .push(format!("{} on processor {p}: accept: {e}", self.name));
-                        break;
-                    }
-                }
-            }
+            accept_all(cx, l, &self.ledger, &self.name, |s| {
+                self.sessions.push(Session::new(s))
+            });
         }
         // Hand-offs from a listener or hybrid distributor.
         while let Some(m) = cx.take_request() {
@@ -591,31 +607,15 @@ impl Application for Distributor {
             &self.ledger,
             &self.name,
         ) {
-            loop {
-                match cx.sockets().accept(l) {
-                    Ok(s) => {
-                        let a = peer(cx, s);
-                        let mut l = self.ledger.borrow_mut();
-                        l.served_by(a, p);
-                        l.server(p).taken += 1;
-                        drop(l);
-                        self.next_key += 1;
-                        self.sessions.push(DSession {
-                            session: Session::new(s),
-                            key: self.next_key,
-                            order: VecDeque::new(),
-                        });
-                    }
-                    Err(SocketError::WouldBlock) => break,
-                    Err(e) => {
-                        self.ledger
-                            .borrow_mut()
-                            .errors
-                            .push(format!("{} on processor {p}: accept: {e}", self.name));
-                        break;
-                    }
-                }
-            }
+            let (sessions, next_key) = (&mut self.sessions, &mut self.next_key);
+            accept_all(cx, l, &self.ledger, &self.name, |s| {
+                *next_key += 1;
+                sessions.push(DSession {
+                    session: Session::new(s),
+                    key: *next_key,
+                    order: VecDeque::new(),
+                });
+            });
         }
         // Answers from the back ends.
         while let Some(r) = cx.take_reply() {

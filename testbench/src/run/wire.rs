@@ -194,8 +194,16 @@ pub struct Outbox {
 
 #[derive(Debug)]
 enum Part {
-    Pattern { conn: u32, left: u64 },
+    Pattern {
+        conn: u32,
+        left: u64,
+    },
     Bytes(Vec<u8>),
+    Generated {
+        byte: fn(u64) -> u8,
+        offset: u64,
+        left: u64,
+    },
 }
 
 impl Outbox {
@@ -209,6 +217,17 @@ impl Outbox {
     pub fn bytes(&mut self, b: Vec<u8>) {
         if !b.is_empty() {
             self.parts.push_back(Part::Bytes(b));
+        }
+    }
+    /// Queues `n` bytes made by `byte` from offset 0 of this part (offsets
+    /// count within the part, not across the connection).
+    pub fn generated(&mut self, byte: fn(u64) -> u8, n: u64) {
+        if n > 0 {
+            self.parts.push_back(Part::Generated {
+                byte,
+                offset: 0,
+                left: n,
+            });
         }
     }
     /// Whether nothing is waiting.
@@ -238,6 +257,17 @@ impl Outbox {
                     let n = send(b)?;
                     b.drain(..n);
                     if b.is_empty() {
+                        self.parts.pop_front();
+                    }
+                    n
+                }
+                Part::Generated { byte, offset, left } => {
+                    let len = (*left).min(buf.len() as u64) as usize;
+                    fill(&mut buf[..len], *offset, *byte);
+                    let n = send(&buf[..len])?;
+                    *offset += n as u64;
+                    *left -= n as u64;
+                    if *left == 0 {
                         self.parts.pop_front();
                     }
                     n
@@ -325,5 +355,29 @@ mod tests {
         assert_eq!(&got[..3], &[1, 2, 3]);
         assert_eq!(mismatches(&got[3..], 0, |o| response_byte(4, o)), 0);
         assert_eq!(got.len(), 10_003);
+    }
+
+    #[test]
+    fn generated_parts_count_their_offsets_from_zero() {
+        fn byte(o: u64) -> u8 {
+            (o % 251) as u8
+        }
+        let mut o = Outbox::default();
+        o.generated(byte, 5000);
+        o.bytes(vec![9]);
+        o.generated(byte, 300);
+        let mut got = Vec::new();
+        while !o.is_empty() {
+            o.drain(|b: &[u8]| -> Result<usize, ()> {
+                let n = b.len().min(777);
+                got.extend_from_slice(&b[..n]);
+                Ok(n)
+            })
+            .unwrap();
+        }
+        assert_eq!(got.len(), 5301);
+        assert_eq!(mismatches(&got[..5000], 0, byte), 0);
+        assert_eq!(got[5000], 9);
+        assert_eq!(mismatches(&got[5001..], 0, byte), 0);
     }
 }

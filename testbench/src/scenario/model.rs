@@ -1084,11 +1084,15 @@ pub enum AppModel {
     /// Reads and discards.
     #[serde(rename = "sink")]
     Sink,
+    /// A small HTTP/1.1 server for real clients (`snet live`): answers
+    /// every GET with a body of a checkable pattern.
+    #[serde(rename = "http")]
+    Http,
 }
 
 impl AppModel {
     /// Every model.
-    pub const ALL: [AppModel; 7] = [
+    pub const ALL: [AppModel; 8] = [
         AppModel::Monolithic,
         AppModel::Listener,
         AppModel::Distributor,
@@ -1096,6 +1100,7 @@ impl AppModel {
         AppModel::Broker,
         AppModel::Echo,
         AppModel::Sink,
+        AppModel::Http,
     ];
     /// The name used in scenario files.
     pub const fn name(self) -> &'static str {
@@ -1107,6 +1112,7 @@ impl AppModel {
             AppModel::Broker => "broker",
             AppModel::Echo => "echo",
             AppModel::Sink => "sink",
+            AppModel::Http => "http",
         }
     }
     /// Whether the model has back-end workers (`workers`).
@@ -1116,12 +1122,19 @@ impl AppModel {
             AppModel::Listener | AppModel::Distributor | AppModel::Hybrid
         )
     }
-    /// Whether the model hands TCP connections over, so needs TCP.
+    /// Whether the model needs TCP: it hands TCP connections over, or
+    /// speaks HTTP.
     pub const fn needs_tcp(self) -> bool {
         matches!(
             self,
-            AppModel::Listener | AppModel::Hybrid | AppModel::Broker
+            AppModel::Listener | AppModel::Hybrid | AppModel::Broker | AppModel::Http
         )
+    }
+    /// Whether the model speaks the testbench's own protocol, so the
+    /// built-in client populations can talk to it (`http` speaks HTTP to
+    /// real clients instead).
+    pub const fn speaks_wire(self) -> bool {
+        !matches!(self, AppModel::Http)
     }
 }
 
@@ -1362,7 +1375,8 @@ pub struct App {
     #[serde(default)]
     pub work: Work,
     /// Bytes sent back per request when the client does not say (default:
-    /// the request size for echo, nothing for sink, 1KiB otherwise).
+    /// the request size for echo, nothing for sink, 1KiB otherwise); for
+    /// http, the body of a response.
     #[serde(default)]
     pub response: Option<Size>,
     /// Broker only: the app (by name) whose server the broker names (required for broker).

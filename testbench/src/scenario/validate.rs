@@ -556,7 +556,7 @@ fn apps(c: &mut Checker<'_>) {
                 format!("{path}.workers"),
                 IssueKind::Conflict,
                 format!(
-                    "workers applies to listener, distributor and hybrid apps; a {} app has none",
+                    "workers applies to listener, distributor and hybrid apps; {} apps have none",
                     a.model
                 ),
             );
@@ -565,10 +565,14 @@ fn apps(c: &mut Checker<'_>) {
             c.push(
                 format!("{path}.protocol"),
                 IssueKind::Conflict,
-                format!(
-                    "a {} app hands TCP connections over: it needs protocol: tcp",
-                    a.model
-                ),
+                if a.model == AppModel::Http {
+                    "an http app speaks HTTP over TCP: it needs protocol: tcp".to_string()
+                } else {
+                    format!(
+                        "a {} app hands TCP connections over: it needs protocol: tcp",
+                        a.model
+                    )
+                },
             );
         }
         match (&a.backend, a.model) {
@@ -593,6 +597,14 @@ fn apps(c: &mut Checker<'_>) {
                     IssueKind::Conflict,
                     format!("the backend {b} is itself a broker: name a server app"),
                 ),
+                Some(x) if !x.model.speaks_wire() => c.push(
+                    format!("{path}.backend"),
+                    IssueKind::Conflict,
+                    format!(
+                        "the backend {b} is an {} app, which the broker's clients cannot speak to: name a server app of another model",
+                        x.model
+                    ),
+                ),
                 Some(_) => {}
             },
             (None, _) => {}
@@ -603,7 +615,10 @@ fn apps(c: &mut Checker<'_>) {
             .policy_for(a.protocol, a.port)
             .is_some();
         let listeners = a.processors.resolve(count);
-        if !shared && a.model == AppModel::Monolithic && listeners.len() > 1 {
+        if !shared
+            && matches!(a.model, AppModel::Monolithic | AppModel::Http)
+            && listeners.len() > 1
+        {
             c.push(
                 format!("{path}.processors"),
                 IssueKind::Conflict,
@@ -713,6 +728,20 @@ fn clients(c: &mut Checker<'_>) {
                     } else {
                         listening.join(", ")
                     }
+                ),
+            );
+        }
+        if let Some(a) = s
+            .apps
+            .iter()
+            .find(|a| a.port == port && a.protocol == cl.protocol && !a.model.speaks_wire())
+        {
+            c.push(
+                format!("{path}.target"),
+                IssueKind::Conflict,
+                format!(
+                    "port {port} is served by the {} app {}, which speaks HTTP to real clients (snet live, docs/live.md); the built-in clients speak the testbench's protocol: target another app",
+                    a.model, a.name
                 ),
             );
         }
