@@ -118,7 +118,13 @@ pub struct HostDriver {
     ledger: Shared,
     next_port: u16,
     next_datagram: u32,
+    /// Bytes to and from the sockets, reused by every poll (a fresh
+    /// zeroed array per poll cost more than the rest of the client).
+    scratch: Vec<u8>,
 }
+
+/// Bytes of [`HostDriver::scratch`]: a TCP chunk, or the largest datagram.
+const SCRATCH: usize = 9216;
 
 fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -171,6 +177,7 @@ impl HostDriver {
             ledger,
             next_port: 20_000,
             next_datagram: 0,
+            scratch: vec![0; SCRATCH],
         }
     }
 
@@ -270,7 +277,7 @@ impl HostDriver {
             };
             self.open(host, m, plan, target, query, now);
         }
-        let mut buf = [0u8; 8192];
+        let buf = &mut self.scratch[..8192];
         let mem = &mut self.members[m];
         let a = mem.conn.as_mut()?;
         let sock = host.sockets.get_mut::<tcp::Socket>(a.handle);
@@ -344,7 +351,7 @@ impl HostDriver {
                     while a.to_send > 0 && sock.can_send() {
                         let written = total - a.to_send;
                         let chunk = a.to_send.min(buf.len() as u64) as usize;
-                        let mut b = [0u8; 8192];
+                        let b = &mut *buf;
                         let mut n_hdr = 0;
                         if written < HEADER_LEN as u64 {
                             let h = Header {
@@ -425,7 +432,7 @@ impl HostDriver {
                 }
                 Phase::Closing => {
                     while sock.can_recv() {
-                        if sock.recv_slice(&mut buf).unwrap_or(0) == 0 {
+                        if sock.recv_slice(buf).unwrap_or(0) == 0 {
                             break;
                         }
                     }
@@ -544,10 +551,10 @@ impl HostDriver {
             self.members[m].udp = Some(host.sockets.add(s));
         }
         let handle = self.members[m].udp?;
-        let mut buf = [0u8; 9216];
+        let buf = &mut self.scratch[..];
         let mut ledger = self.ledger.borrow_mut();
         let sock = host.sockets.get_mut::<udp::Socket>(handle);
-        while let Ok((n, _)) = sock.recv_slice(&mut buf) {
+        while let Ok((n, _)) = sock.recv_slice(buf) {
             let mem = &mut self.members[m];
             if let (Some(h), Some((id, _, arrival))) = (Header::decode(&buf[..n]), mem.datagram)
                 && h.conn == id
