@@ -14,16 +14,16 @@ use snet_testbench::spof::{Outcome, SweepOptions, sweep};
 Example: one adapter and one plane, so both are single points of failure
 
   $ snet spof examples/spof/single.yaml
-  spof sweep of spof-single: 12 components, each failed alone at 15ms of 30ms (seed 1)
+  spof sweep of spof-single: 12 components, each failed alone at 500ms of 2s (seed 1)
   baseline (no failure): passed
 
     component     SPOF    reset failed    lost B  what
-    processor 0   no          5      0         0
+    processor 0   no          2      0         0
     …
-    adapter lan0  YES        35      4     30720  no_data_lost_on_survivors (…)
-    plane x       YES         …
-  …
-  4 single points of failure: adapter lan0, plane x, router x0, link 4
+    adapter lan0  YES         0      0         0  no_stalled_connections 750.000ms (8 open connections …)
+    plane x       YES         0      0         0  no_stalled_connections 750.000ms (…)
+    …
+  8 single points of failure: adapter lan0, plane x, router x0, link 0, link 1, link 2, link 3, link 4
 
   $ snet spof examples/spof/dual.yaml --json spof.json
   …
