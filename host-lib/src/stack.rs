@@ -844,3 +844,40 @@ impl phy::TxToken for NullToken {
         f(&mut vec![0u8; len])
     }
 }
+
+#[cfg(test)]
+mod neighbour_tests {
+    use super::*;
+
+    fn ip(i: u8) -> IpAddress {
+        IpAddress::v4(198, 18, 1, i)
+    }
+
+    #[test]
+    fn a_peer_is_announced_again_once_it_may_have_left_the_cache() {
+        let mut n = Neighbours::default();
+        let t = |us: i64| NetInstant::from_micros(us);
+        let half = NEIGHBOUR_CACHE / 2;
+        for i in 0..half as u8 {
+            assert!(
+                n.heard(ip(i), [2, 0, 0, 1, 0, i], t(i64::from(i))),
+                "new peer {i}"
+            );
+        }
+        // Heard again: known, and now the most recent.
+        assert!(!n.heard(ip(0), [2, 0, 0, 1, 0, 0], t(100)));
+        // One more peer evicts the least recently heard: peer 1, not 0.
+        assert!(n.heard(ip(200), [2, 0, 0, 1, 0, 200], t(101)));
+        assert_eq!(n.heard.len(), half);
+        assert!(!n.heard(ip(0), [2, 0, 0, 1, 0, 0], t(102)));
+        assert!(
+            n.heard(ip(1), [2, 0, 0, 1, 0, 1], t(103)),
+            "evicted: announced again"
+        );
+        // A peer whose MAC changed is announced again.
+        assert!(n.heard(ip(0), [2, 0, 0, 1, 9, 9], t(104)));
+        // Silent for longer than the cache keeps it: announced again.
+        assert!(!n.heard(ip(0), [2, 0, 0, 1, 9, 9], t(105)));
+        assert!(n.heard(ip(0), [2, 0, 0, 1, 9, 9], t(105 + NEIGHBOUR_LIFETIME_US)));
+    }
+}

@@ -43,6 +43,13 @@ use crate::scenario::model::Scenario;
 /// Frame bytes compared to find the fabric packet that carried a frame.
 const MATCH_BYTES: usize = 64;
 
+/// Frames of a connection still counted after its end (its last ACK, a
+/// FIN repeated).
+const END_MARGIN_NS: u64 = 200_000_000;
+
+/// Adapters' fabric endpoint IDs start here (processors are below).
+const ADAPTER_IDS: u32 = 0x1000;
+
 /// Which connection to follow.
 #[derive(Debug, Clone, Default)]
 pub enum Pick {
@@ -237,14 +244,17 @@ struct FabricRecord {
     dst: u32,
     address: u64,
     response: bool,
-    payload: Vec<u8>,
+    /// Payload bytes.
+    len: usize,
+    /// The first [`MATCH_BYTES`] of them.
+    head: Vec<u8>,
     used: bool,
 }
 
 fn endpoint_name(id: u32, adapters: &[String]) -> String {
-    if id >= 0x1000 {
+    if id >= ADAPTER_IDS {
         adapters
-            .get((id - 0x1000) as usize)
+            .get((id - ADAPTER_IDS) as usize)
             .cloned()
             .unwrap_or_else(|| format!("endpoint {id:#x}"))
     } else if id >= 1 {
@@ -340,17 +350,34 @@ pub struct TraceOptions {
 /// Runs the scenario with captures and returns the timeline of one
 /// connection. Captures go to a temporary directory that is removed.
 pub fn trace(s: &Scenario, o: &TraceOptions) -> Result<Trace, String> {
-    let dir = std::env::temp_dir().join(format!(
-        "snet-trace-{}-{}",
-        std::process::id(),
-        TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
+    let dir = private_dir()?;
     let result = trace_in(s, o, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
 static TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A new directory only this user can enter, for the captures: made with
+/// mode 0700 and never one that existed before (so nobody else can have
+/// put files or links in it).
+fn private_dir() -> Result<PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    let mut last = String::new();
+    for _ in 0..64 {
+        let dir = base.join(format!(
+            "snet-trace-{}-{}",
+            std::process::id(),
+            TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) => last = format!("{}: {e}", dir.display()),
+        }
+    }
+    Err(format!("cannot make a directory for the captures: {last}"))
+}
 
 fn trace_in(s: &Scenario, o: &TraceOptions, dir: &std::path::Path) -> Result<Trace, String> {
     let report = run(
@@ -405,6 +432,12 @@ fn trace_in(s: &Scenario, o: &TraceOptions, dir: &std::path::Path) -> Result<Tra
     .filter_map(|r| {
         let pkt = r.data.get(FABRIC_PSEUDO_LEN..)?;
         let p = Packet::new_checked(pkt).ok()?;
+        // Frames cross between an adapter and a processor: keep only
+        // those packets, and only the bytes a match compares.
+        if p.src_id() < ADAPTER_IDS && p.dst_id() < ADAPTER_IDS {
+            return None;
+        }
+        let payload = p.payload();
         Some(FabricRecord {
             at: r.ts_nanos,
             plane: r.data[1],
@@ -412,12 +445,17 @@ fn trace_in(s: &Scenario, o: &TraceOptions, dir: &std::path::Path) -> Result<Tra
             dst: p.dst_id(),
             address: p.address().0,
             response: p.is_response(),
-            payload: p.payload().to_vec(),
+            len: payload.len(),
+            head: payload[..payload.len().min(MATCH_BYTES)].to_vec(),
             used: false,
         })
     })
     .collect();
     let (mut frames, mut on_fabric) = (0u64, 0u64);
+    let first_ns = c.opened.as_ns();
+    let last_ns = c
+        .end
+        .map_or(u64::MAX, |(_, t)| t.as_ns().saturating_add(END_MARGIN_NS));
     for (a, name) in adapters.iter().enumerate() {
         for r in read(&format!("{name}.pcap"))? {
             let Some((seg, flags, unpadded)) = segment(&r.data) else {
@@ -425,7 +463,10 @@ fn trace_in(s: &Scenario, o: &TraceOptions, dir: &std::path::Path) -> Result<Tra
             };
             let inbound = seg.src == c.local && seg.dst == c.remote;
             let outbound = seg.dst == c.local && seg.src == c.remote;
-            if !inbound && !outbound {
+            // The same 4-tuple can come back later (client ports wrap):
+            // only frames from the connection's start to shortly after its
+            // end are its own.
+            if (!inbound && !outbound) || r.ts_nanos < first_ns || r.ts_nanos > last_ns {
                 continue;
             }
             frames += 1;
@@ -450,14 +491,14 @@ fn trace_in(s: &Scenario, o: &TraceOptions, dir: &std::path::Path) -> Result<Tra
             if inbound {
                 events.push(port_event.clone());
             }
-            let adapter_id = 0x1000 + a as u32;
+            let adapter_id = ADAPTER_IDS + a as u32;
             let found = if inbound {
                 fabric.iter_mut().find(|f| {
                     !f.used
                         && f.at >= r.ts_nanos
                         && f.src == adapter_id
                         && !f.response
-                        && f.payload.starts_with(key)
+                        && f.head.starts_with(key)
                 })
             } else {
                 fabric.iter_mut().rev().find(|f| {
@@ -465,7 +506,7 @@ fn trace_in(s: &Scenario, o: &TraceOptions, dir: &std::path::Path) -> Result<Tra
                         && f.at <= r.ts_nanos
                         && f.dst == adapter_id
                         && f.response
-                        && f.payload.starts_with(key)
+                        && f.head.starts_with(key)
                 })
             };
             if let Some(f) = found {
@@ -480,14 +521,14 @@ fn trace_in(s: &Scenario, o: &TraceOptions, dir: &std::path::Path) -> Result<Tra
                             endpoint_name(f.src, &adapters),
                             endpoint_name(f.dst, &adapters),
                             f.address,
-                            f.payload.len()
+                            f.len
                         )
                     } else {
                         format!(
                             "{} reads it from {}'s buffer (read response, {} B in this packet)",
                             endpoint_name(f.dst, &adapters),
                             endpoint_name(f.src, &adapters),
-                            f.payload.len()
+                            f.len
                         )
                     },
                 });

@@ -12,16 +12,19 @@ use snet_testbench::trace::{Pick, TraceOptions, trace};
 Example: a connection of the processor that fails in the quickstart
 
   $ snet trace examples/quickstart.yaml --fabric
-  connection 2 of 1814 in quickstart (seed 1, trace_hash …): 198.18.1.3:20001 → 198.18.0.10:2323, served by processor 2
-  …
+  connection 861 of 2099 in quickstart (seed 1, trace_hash …): 198.18.1.5:20069 → 198.18.0.10:2323, served by processor 2
+  12 frames on the adapters' ports, 9 of them matched to the fabric packet that carried them (…)
+
             time  where        what
-           1.0us  client       starts connecting from 198.18.1.3:20001 to 198.18.0.10:2323
-          16.1us  lan0 port    in from the client: SYN seq … ack 0 len 0 (66 B frame)
-          17.3us  fabric x     lan0 writes it into processor 2's buffer (address 0x…, 66 B in this packet)
+        32.776ms  client       starts connecting from 198.18.1.5:20069 to 198.18.0.10:2323
+        32.778ms  lan0 port    in from the client: SYN seq 3918028700 ack 0 len 0 (66 B frame)
+        32.779ms  fabric x     lan0 writes it into processor 2's buffer (address 0x5001000f7800, 66 B in this packet)
+        33.190ms  fabric y     lan0 reads it from processor 2's buffer (read response, 66 B in this packet)
+        33.192ms  lan0 port    out to the client: SYN|ACK seq 26179770 ack 3918028701 len 0 (66 B frame)
   …
         40.000ms  fault        fail processor 2 (applied)
-        40.003ms  lan0 port    out to the client: RST seq … len 0 (60 B frame)
-        40.005ms  client       reset after 3 requests answered; 1024 B owed
+        40.105ms  lan0 port    out to the client: RST seq 26181819 ack 0 len 0 (60 B frame)
+  …
 
   $ snet trace examples/quickstart.yaml --connection 17
   $ snet trace examples/quickstart.yaml --client 198.18.1.5:20001 --json trace.json

@@ -82,11 +82,20 @@ fn probe() -> Option<String> {
     None
 }
 
+/// With `SNET_REQUIRE_SYSTEM_TESTS=1` (CI sets it) a test that would be
+/// skipped fails instead: a machine that should run it does not.
+fn require_not_set(test: &str, why: &str) {
+    if std::env::var_os("SNET_REQUIRE_SYSTEM_TESTS").is_some_and(|v| v == "1") {
+        panic!("{test} cannot run ({why}), and SNET_REQUIRE_SYSTEM_TESTS=1 requires it");
+    }
+}
+
 /// Whether `test` cannot run here; if so says why on stderr, past the
 /// test harness's capture, so a skipped test is seen in every run.
 fn cannot_run(test: &str) -> bool {
     match missing() {
         Some(why) => {
+            require_not_set(test, &why);
             let _ = writeln!(
                 std::io::stderr(),
                 "SKIPPED {test}: {why}; run the tests as root with ip and curl installed to exercise snet live against the kernel"
@@ -543,6 +552,10 @@ fn without_privileges_the_tap_device_is_refused_with_exit_code_2() {
         .status()
         .is_ok_and(|s| s.success());
     if !has_setpriv {
+        require_not_set(
+            "without_privileges_the_tap_device_is_refused_with_exit_code_2",
+            "no setpriv",
+        );
         let _ = writeln!(
             std::io::stderr(),
             "SKIPPED without_privileges_the_tap_device_is_refused_with_exit_code_2: no setpriv (util-linux) to drop root's privileges"

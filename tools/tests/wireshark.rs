@@ -129,6 +129,11 @@ fn tshark_present(what: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
+        // With SNET_REQUIRE_SYSTEM_TESTS=1 (CI sets it), a skip is a failure.
+        assert!(
+            std::env::var_os("SNET_REQUIRE_SYSTEM_TESTS").is_none_or(|v| v != "1"),
+            "{what}: tshark is not on PATH, and SNET_REQUIRE_SYSTEM_TESTS=1 requires it"
+        );
         // Straight to stderr: the test harness would swallow `eprintln!`.
         let _ = writeln!(
             std::io::stderr(),

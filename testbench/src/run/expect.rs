@@ -406,7 +406,9 @@ fn judge(
                     super::report::fmt_ns(worst)
                 ) + &first
                     .map(|k| {
-                        format!("; the first is connection {k} (snet trace FILE --connection {k})")
+                        format!(
+                        "; the first is connection {k} (snet trace --connection {k} follows it in a run of the same scenario, seed and faults)"
+                    )
                     })
                     .unwrap_or_default(),
             )

@@ -57,7 +57,7 @@ Commands (standard input, or one per line on --control PATH):
                                 router x0, plane x|y, processor running APP
   status, help, quit
 
-The session ends with quit, Ctrl-C (SIGINT), SIGTERM, or the end of
+The session ends with quit, Ctrl-C (SIGINT), SIGTERM, SIGHUP, or the end of
 standard input (unless --control is given). The TAP device snet created
 goes away when snet exits.
 
@@ -374,6 +374,12 @@ pub fn run(args: &LiveArgs) -> u8 {
             }
         }
     }
+    if let Some(path) = &args.control
+        && let Err(e) = control::check_path(path)
+    {
+        eprintln!("snet live: {e}");
+        return crate::EXIT_USAGE;
+    }
     let options = RunOptions {
         seed: args.seed,
         pcap: args.pcap.clone(),
@@ -422,7 +428,7 @@ pub fn run(args: &LiveArgs) -> u8 {
             .spawn_reader(to_session.clone())
             .map_err(|e| e.to_string())?;
         let writer = device.spawn_writer(frames).map_err(|e| e.to_string())?;
-        control::spawn_signals(to_session.clone())?;
+        control::spawn_signals(to_session.clone(), args.control.clone())?;
         control::spawn_stdin(to_session.clone()).map_err(|e| e.to_string())?;
         let socket = match &args.control {
             Some(path) => Some(control::bind(path, to_session.clone())?),
