@@ -18,6 +18,12 @@
 
 use std::collections::BTreeMap;
 
+/// Addresses the switch's table holds at most, like a real switch's: when
+/// it is full, frames to an address it has not learnt are flooded. (A
+/// station outside the model, such as a TAP device, can send from any
+/// number of source addresses.)
+pub const MAX_LEARNT: usize = 65_536;
+
 use rand_core::RngCore;
 use snet_fabric::engine::{ComponentId, Scheduler, SimRng, Traced};
 use snet_fabric::time::{Duration, Instant};
@@ -256,7 +262,10 @@ impl Lan {
         // send from an address other than the one it attached with).
         if !src_mac.is_group() {
             let from = MacAddr::source(&frame).unwrap_or(src_mac);
-            if !from.is_group() && self.learnt.get(&from) != Some(&s) {
+            if !from.is_group()
+                && self.learnt.get(&from) != Some(&s)
+                && (self.learnt.len() < MAX_LEARNT || self.learnt.contains_key(&from))
+            {
                 self.learnt.insert(from, s);
             }
         }
@@ -428,6 +437,30 @@ mod tests {
         let got = run(&mut e, &mut lan);
         assert_eq!(got.len(), 1, "learnt: no flooding");
         assert_eq!(got[0].1, b, "not flooded to {c}");
+    }
+
+    #[test]
+    fn the_switch_table_is_bounded_and_floods_when_full() {
+        let (mut e, mut lan) = lan(LanConfig::default());
+        let a = lan.attach(A, LinkSpeed::GBIT_1);
+        let b = lan.attach(B, LinkSpeed::GBIT_1);
+        lan.attach(C, LinkSpeed::GBIT_1);
+        // B sends from ever new source addresses.
+        for i in 0..MAX_LEARNT as u32 + 100 {
+            let [_, x, y, z] = i.to_be_bytes();
+            lan.transmit(&mut e, b, frame(A, MacAddr([2, 1, 0, x, y, z]), 64));
+            if i % 4096 == 0 {
+                run(&mut e, &mut lan);
+            }
+        }
+        run(&mut e, &mut lan);
+        assert_eq!(lan.learnt.len(), MAX_LEARNT);
+        // One learnt early is still known; one past the bound is flooded.
+        lan.transmit(&mut e, a, frame(MacAddr([2, 1, 0, 0, 0, 5]), A, 64));
+        assert_eq!(run(&mut e, &mut lan).len(), 1);
+        let [_, x, y, z] = (MAX_LEARNT as u32 + 50).to_be_bytes();
+        lan.transmit(&mut e, a, frame(MacAddr([2, 1, 0, x, y, z]), A, 64));
+        assert_eq!(run(&mut e, &mut lan).len(), 2, "flooded to B and C");
     }
 
     #[test]
