@@ -533,24 +533,26 @@ impl ConnectionTable {
         state: EntryState,
     ) -> Result<Option<ConnectionEntry>, TableFull> {
         self.upsert_hashed(t, self.hash(t), owner, state)
+            .map(|(_, old)| old)
     }
 
-    /// [`ConnectionTable::upsert`] with the hash of `t` already computed.
+    /// [`ConnectionTable::upsert`] with the hash of `t` already computed;
+    /// also returns the record's index (for [`ConnectionTable::observe`]).
     pub(crate) fn upsert_hashed(
         &mut self,
         t: &FiveTuple,
         h: u64,
         owner: ProcessorId,
         state: EntryState,
-    ) -> Result<Option<ConnectionEntry>, TableFull> {
+    ) -> Result<(usize, Option<ConnectionEntry>), TableFull> {
         match self.find(t, h) {
             Ok(pos) => {
                 let idx = (self.slots[pos] as u32 - 1) as usize;
-                let old = self.records[idx].entry();
-                self.records[idx].owner = owner.0;
                 let r = &mut self.records[idx];
+                let old = r.entry();
+                r.owner = owner.0;
                 r.state = (r.state & SYN_INFO) | state.code();
-                Ok(Some(old))
+                Ok((idx, Some(old)))
             }
             Err(pos) => {
                 if self.records.len() >= self.capacity {
@@ -560,7 +562,7 @@ impl ConnectionTable {
                 }
                 self.records.push(Record::new(t, owner, state));
                 self.slots[pos] = ((h >> 32) << 32) | self.records.len() as u64;
-                Ok(None)
+                Ok((self.records.len() - 1, None))
             }
         }
     }

@@ -178,24 +178,16 @@ impl Stages<'_> {
         }
         let p = group.pick(&t, &st.capacity, st.config.hash_seed)?;
         if is_request {
-            if st
-                .conns
-                .upsert_hashed(&t, h, p, EntryState::Provisional)
-                .is_err()
-            {
+            let Ok((idx, _)) = st.conns.upsert_hashed(&t, h, p, EntryState::Provisional) else {
                 st.counters.syn_dropped_table_full += 1;
                 return Some(Verdict::Drop(DropReason::ConnectionTableFull));
-            }
+            };
             st.generation += 1;
             st.provisional += 1;
             st.counters.provisional_created += 1;
             // Remembered so the attempt can be reset if `p` fails before
             // it confirms: the SYN's addressing and its sequence number + 1.
-            if let (Some((idx, _, _)), Some(tcp), Some(link)) = (
-                st.conns.lookup_index(&t, h),
-                frame.tcp(),
-                LinkAddrs::of(frame),
-            ) {
+            if let (Some(tcp), Some(link)) = (frame.tcp(), LinkAddrs::of(frame)) {
                 st.conns.observe_syn(idx, &link, tcp.seq.wrapping_add(1));
             }
             let deadline = st.now.saturating_add(st.config.syn_timeout);

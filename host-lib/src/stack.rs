@@ -572,50 +572,66 @@ fn announcement(us: &ClusterAddress, ip: IpAddress, mac: [u8; 6]) -> Option<Vec<
                 target_hardware_addr: ours,
                 target_protocol_addr: our_ip,
             };
-            let eth = EthernetRepr {
-                src_addr: peer,
-                dst_addr: ours,
-                ethertype: EthernetProtocol::Arp,
-            };
-            let mut buf = vec![0u8; eth.buffer_len() + arp.buffer_len()];
-            let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
-            eth.emit(&mut frame);
-            arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
-            Some(buf)
+            Some(arp_frame(peer, ours, &arp))
         }
         IpAddress::Ipv6(peer_ip) => {
             let (our_ip, _) = us.ipv6?;
-            let nd = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
-                flags: NdiscNeighborFlags::OVERRIDE,
-                target_addr: peer_ip,
-                lladdr: Some(RawHardwareAddress::from(peer)),
-            });
-            let ip6 = Ipv6Repr {
-                src_addr: peer_ip,
-                dst_addr: our_ip,
-                next_header: IpProtocol::Icmpv6,
-                payload_len: nd.buffer_len(),
-                hop_limit: 255,
-            };
-            let eth = EthernetRepr {
-                src_addr: peer,
-                dst_addr: ours,
-                ethertype: EthernetProtocol::Ipv6,
-            };
-            let mut buf = vec![0u8; eth.buffer_len() + ip6.buffer_len() + nd.buffer_len()];
-            let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
-            eth.emit(&mut frame);
-            let mut pkt = Ipv6Packet::new_unchecked(frame.payload_mut());
-            ip6.emit(&mut pkt);
-            nd.emit(
-                &peer_ip,
-                &our_ip,
-                &mut Icmpv6Packet::new_unchecked(pkt.payload_mut()),
-                &ChecksumCapabilities::default(),
-            );
-            Some(buf)
+            Some(advert_frame((peer, peer_ip), (ours, our_ip), peer_ip, peer))
         }
     }
+}
+
+/// An Ethernet frame from `src` to `dst` carrying `arp`.
+fn arp_frame(src: EthernetAddress, dst: EthernetAddress, arp: &ArpRepr) -> Vec<u8> {
+    let eth = EthernetRepr {
+        src_addr: src,
+        dst_addr: dst,
+        ethertype: EthernetProtocol::Arp,
+    };
+    let mut buf = vec![0u8; eth.buffer_len() + arp.buffer_len()];
+    let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.emit(&mut frame);
+    arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+    buf
+}
+
+/// A neighbour advertisement (override flag) from `from` to `to` (each a
+/// MAC and an IPv6 address) saying that `target` is at `lladdr`.
+fn advert_frame(
+    from: (EthernetAddress, Ipv6Address),
+    to: (EthernetAddress, Ipv6Address),
+    target: Ipv6Address,
+    lladdr: EthernetAddress,
+) -> Vec<u8> {
+    let nd = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+        flags: NdiscNeighborFlags::OVERRIDE,
+        target_addr: target,
+        lladdr: Some(RawHardwareAddress::from(lladdr)),
+    });
+    let ip6 = Ipv6Repr {
+        src_addr: from.1,
+        dst_addr: to.1,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: nd.buffer_len(),
+        hop_limit: 255,
+    };
+    let eth = EthernetRepr {
+        src_addr: from.0,
+        dst_addr: to.0,
+        ethertype: EthernetProtocol::Ipv6,
+    };
+    let mut buf = vec![0u8; eth.buffer_len() + ip6.buffer_len() + nd.buffer_len()];
+    let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.emit(&mut frame);
+    let mut pkt = Ipv6Packet::new_unchecked(frame.payload_mut());
+    ip6.emit(&mut pkt);
+    nd.emit(
+        &from.1,
+        &to.1,
+        &mut Icmpv6Packet::new_unchecked(pkt.payload_mut()),
+        &ChecksumCapabilities::default(),
+    );
+    buf
 }
 
 /// The frames an adapter taking over the cluster's MAC sends from its port
@@ -635,48 +651,16 @@ pub fn takeover_announcements(us: &ClusterAddress) -> Vec<Vec<u8>> {
             target_hardware_addr: EthernetAddress([0; 6]),
             target_protocol_addr: ip,
         };
-        let eth = EthernetRepr {
-            src_addr: ours,
-            dst_addr: EthernetAddress::BROADCAST,
-            ethertype: EthernetProtocol::Arp,
-        };
-        let mut buf = vec![0u8; eth.buffer_len() + arp.buffer_len()];
-        let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
-        eth.emit(&mut frame);
-        arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
-        out.push(buf);
+        out.push(arp_frame(ours, EthernetAddress::BROADCAST, &arp));
     }
     if let Some((ip, _)) = us.ipv6 {
         let all_nodes = Ipv6Address::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-        let nd = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
-            flags: NdiscNeighborFlags::OVERRIDE,
-            target_addr: ip,
-            lladdr: Some(RawHardwareAddress::from(ours)),
-        });
-        let ip6 = Ipv6Repr {
-            src_addr: ip,
-            dst_addr: all_nodes,
-            next_header: IpProtocol::Icmpv6,
-            payload_len: nd.buffer_len(),
-            hop_limit: 255,
-        };
-        let eth = EthernetRepr {
-            src_addr: ours,
-            dst_addr: EthernetAddress([0x33, 0x33, 0, 0, 0, 1]),
-            ethertype: EthernetProtocol::Ipv6,
-        };
-        let mut buf = vec![0u8; eth.buffer_len() + ip6.buffer_len() + nd.buffer_len()];
-        let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
-        eth.emit(&mut frame);
-        let mut pkt = Ipv6Packet::new_unchecked(frame.payload_mut());
-        ip6.emit(&mut pkt);
-        nd.emit(
-            &ip,
-            &all_nodes,
-            &mut Icmpv6Packet::new_unchecked(pkt.payload_mut()),
-            &ChecksumCapabilities::default(),
-        );
-        out.push(buf);
+        out.push(advert_frame(
+            (ours, ip),
+            (EthernetAddress([0x33, 0x33, 0, 0, 0, 1]), all_nodes),
+            ip,
+            ours,
+        ));
     }
     out
 }

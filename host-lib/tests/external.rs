@@ -4,9 +4,9 @@
 
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Ipv4Address,
 };
 use snet_fabric::time::Duration;
+use snet_firmware::wire::builder::PacketBuilder;
 use snet_host_lib::net::{CLUSTER_IPV4, NetRig};
 use snet_nic_model::{LinkSpeed, MacAddr, StationId};
 
@@ -17,22 +17,10 @@ fn an_external_station_gets_the_clusters_arp_reply() {
     rig.run_for(Duration::from_ms(1));
     // The outside uses its own address; the switch learns it.
     let me = EthernetAddress([2, 0, 0, 0xfe, 0, 7]);
-    let arp = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Request,
-        source_hardware_addr: me,
-        source_protocol_addr: Ipv4Address::new(198, 18, 0, 1),
-        target_hardware_addr: EthernetAddress([0; 6]),
-        target_protocol_addr: CLUSTER_IPV4,
-    };
-    let eth = EthernetRepr {
-        src_addr: me,
-        dst_addr: EthernetAddress::BROADCAST,
-        ethertype: EthernetProtocol::Arp,
-    };
-    let mut buf = vec![0u8; eth.buffer_len() + arp.buffer_len()];
-    let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
-    eth.emit(&mut frame);
-    arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+    let buf = PacketBuilder::arp_request(std::net::Ipv4Addr::new(198, 18, 0, 1), CLUSTER_IPV4)
+        .macs(me.0, [0xff; 6])
+        .build()
+        .unwrap();
     assert_eq!(buf.len(), 42, "shorter than the 60-byte minimum");
     assert!(rig.external_transmit(station, &buf).is_some());
     // Only external stations send this way.

@@ -290,6 +290,20 @@ struct HandOffListener {
 
 const WORKER_SERVICE: u32 = 21;
 
+/// A hand-off listener on processor 0, port 21, for a worker on processor 2.
+fn spawn_handoff_listener(rig: &mut NetRig) {
+    rig.spawn(
+        0,
+        Box::new(HandOffListener {
+            port: 21,
+            worker: 2,
+            listener: None,
+            handed: Vec::new(),
+        }),
+    )
+    .unwrap();
+}
+
 impl Application for HandOffListener {
     fn name(&self) -> &str {
         "listener"
@@ -367,16 +381,7 @@ impl Application for Worker {
 #[test]
 fn a_listener_on_processor_zero_hands_a_connection_to_a_worker_on_processor_two() {
     let mut rig = NetRig::new(Default::default(), 1).unwrap();
-    rig.spawn(
-        0,
-        Box::new(HandOffListener {
-            port: 21,
-            worker: 2,
-            listener: None,
-            handed: Vec::new(),
-        }),
-    )
-    .unwrap();
+    spawn_handoff_listener(&mut rig);
     rig.spawn(2, Box::new(Worker::default())).unwrap();
     rig.run_for(Duration::from_ms(1));
     let data = payload(50_000, 9);
@@ -472,16 +477,7 @@ impl Application for LateWorker {
 #[test]
 fn adopting_from_a_failed_owner_fails_the_socket_not_the_rig() {
     let mut rig = NetRig::new(Default::default(), 1).unwrap();
-    rig.spawn(
-        0,
-        Box::new(HandOffListener {
-            port: 21,
-            worker: 2,
-            listener: None,
-            handed: Vec::new(),
-        }),
-    )
-    .unwrap();
+    spawn_handoff_listener(&mut rig);
     let go = Rc::new(RefCell::new(false));
     let seen = Rc::new(RefCell::new(Vec::new()));
     rig.spawn(

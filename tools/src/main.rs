@@ -21,6 +21,14 @@ pub const EXIT_CHECK_FAILED: u8 = 1;
 /// Exit code for invalid input or usage.
 pub const EXIT_USAGE: u8 = 2;
 
+/// Loads a scenario file, or says on standard error why it cannot (the
+/// caller exits with [`EXIT_USAGE`]).
+pub fn load_scenario(path: &std::path::Path) -> Option<snet_testbench::scenario::Scenario> {
+    snet_testbench::scenario::Scenario::load(path)
+        .map_err(|e| eprintln!("{e}"))
+        .ok()
+}
+
 /// snet: an emulator of a ServerNet-style system-area fabric and the smart LAN
 /// adapter of a single-IP cluster.
 #[derive(Parser, Debug)]

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use snet_testbench::run::{RunError, RunOptions, html, run as run_scenario};
-use snet_testbench::scenario::Scenario;
 
 /// Arguments of `snet run`.
 #[derive(clap::Args, Debug)]
@@ -49,12 +48,8 @@ pub struct RunArgs {
 
 /// Runs the scenario; prints the table; writes the reports.
 pub fn run(args: &RunArgs) -> u8 {
-    let scenario = match Scenario::load(&args.file) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return crate::EXIT_USAGE;
-        }
+    let Some(scenario) = crate::load_scenario(&args.file) else {
+        return crate::EXIT_USAGE;
     };
     let mut bar = crate::progress::Bar::new(!args.quiet);
     let progress: Box<dyn FnMut(_, _)> = Box::new(

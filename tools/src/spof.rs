@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use snet_testbench::scenario::Scenario;
 use snet_testbench::scenario::units::Duration;
 use snet_testbench::spof::{Outcome, SweepOptions, sweep};
 
@@ -69,12 +68,8 @@ pub struct SpofArgs {
 
 /// Runs the sweep and prints the table.
 pub fn run(args: &SpofArgs) -> u8 {
-    let scenario = match Scenario::load(&args.file) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return crate::EXIT_USAGE;
-        }
+    let Some(scenario) = crate::load_scenario(&args.file) else {
+        return crate::EXIT_USAGE;
     };
     let at = match args.at.as_deref().map(str::parse::<Duration>).transpose() {
         Ok(at) => at,

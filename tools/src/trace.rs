@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use snet_testbench::scenario::Scenario;
 use snet_testbench::trace::{Pick, TraceOptions, trace};
 
 /// Arguments of `snet trace`.
@@ -62,12 +61,8 @@ pub struct TraceArgs {
 
 /// Runs the scenario and prints the connection's timeline.
 pub fn run(args: &TraceArgs) -> u8 {
-    let scenario = match Scenario::load(&args.file) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return crate::EXIT_USAGE;
-        }
+    let Some(scenario) = crate::load_scenario(&args.file) else {
+        return crate::EXIT_USAGE;
     };
     let which = match (args.connection, args.client) {
         (Some(n), _) => Pick::Number(n),

@@ -62,22 +62,7 @@ pub fn build_reset(frame: &ParsedFrame) -> Option<Vec<u8>> {
 /// `info.link` mirrored, sequence number `info.ack`, RST alone. `None` if
 /// `t` is not TCP or the frame cannot be built.
 pub fn build_reset_to(t: &FiveTuple, info: &ResetInfo) -> Option<Vec<u8>> {
-    if t.protocol != PROTO_TCP {
-        return None;
-    }
-    PacketBuilder::tcp(
-        SocketAddr::new(ip_of(&t.local_addr), t.local_port),
-        SocketAddr::new(ip_of(&t.remote_addr), t.remote_port),
-    )
-    .flags(tcp_flags::RST)
-    .seq(info.ack)
-    .ack_number(0)
-    .macs(info.link.adapter_mac, info.link.client_mac)
-    .vlan_tci(info.link.vlan_tci)
-    .hop_limit(64)
-    .ident(0)
-    .build()
-    .ok()
+    reset_to(t, info, tcp_flags::RST, info.ack, 0)
 }
 
 /// The RST that ends a client's connection attempt with no inbound frame to
@@ -86,6 +71,12 @@ pub fn build_reset_to(t: &FiveTuple, info: &ResetInfo) -> Option<Vec<u8>> {
 /// RST|ACK acknowledging exactly that is accepted by a client in SYN-SENT
 /// (RFC 9293, 3.10.7.3).
 pub fn build_reset_to_syn(t: &FiveTuple, info: &ResetInfo) -> Option<Vec<u8>> {
+    reset_to(t, info, tcp_flags::RST | tcp_flags::ACK, 0, info.ack)
+}
+
+/// A reset from the cluster's side of `t` to its client, addressed as
+/// `info.link` remembers (MACs mirrored, VLAN tag kept).
+fn reset_to(t: &FiveTuple, info: &ResetInfo, flags: u8, seq: u32, ack: u32) -> Option<Vec<u8>> {
     if t.protocol != PROTO_TCP {
         return None;
     }
@@ -93,9 +84,9 @@ pub fn build_reset_to_syn(t: &FiveTuple, info: &ResetInfo) -> Option<Vec<u8>> {
         SocketAddr::new(ip_of(&t.local_addr), t.local_port),
         SocketAddr::new(ip_of(&t.remote_addr), t.remote_port),
     )
-    .flags(tcp_flags::RST | tcp_flags::ACK)
-    .seq(0)
-    .ack_number(info.ack)
+    .flags(flags)
+    .seq(seq)
+    .ack_number(ack)
     .macs(info.link.adapter_mac, info.link.client_mac)
     .vlan_tci(info.link.vlan_tci)
     .hop_limit(64)

@@ -37,10 +37,10 @@ use smoltcp::wire::{IpAddress, IpEndpoint};
 use snet_fabric::time::{Duration, Instant};
 use snet_host_lib::app::{AppContext, Application};
 use snet_host_lib::client::ClientHost;
-use snet_host_lib::socket::{ListenMode, SocketApi, SocketError, SocketId};
+use snet_host_lib::socket::{ListenMode, SocketApi, SocketId};
 
 use super::ledger::Shared;
-use super::models::{Listening, accept_all, ensure_listener};
+use super::models::{Listening, Pumped, accept_all, ensure_listener, pump};
 use super::wire::Outbox;
 
 /// Longest request head (request line and headers) read, in bytes.
@@ -606,35 +606,18 @@ impl HttpServer {
     /// Moves one session forward: sends what is queued, reads what
     /// arrived, answers complete requests.
     fn serve(&self, cx: &mut AppContext<'_>, s: &mut Session) -> Served {
-        let p = cx.processor();
         let mut buf = [0u8; 8192];
         let mut found = Vec::new();
         loop {
-            let sock = s.sock;
-            match s.outbox.drain(|b| match cx.sockets().send(sock, b) {
-                Ok(n) => Ok(n),
-                Err(SocketError::WouldBlock) => Ok(0),
-                Err(e) => Err(e),
-            }) {
-                Ok(n) => self.ledger.borrow_mut().server(p).bytes_out += n,
-                Err(_) => return Served::Done,
-            }
-            if !s.outbox.is_empty() {
-                // Full send buffer: read on when the client drains it.
-                return Served::Open;
-            }
-            if s.closing || s.eof {
-                return Served::Done;
-            }
-            match cx.sockets().recv(sock, &mut buf) {
-                Ok(0) => s.eof = true,
-                Ok(n) => {
-                    self.ledger.borrow_mut().server(p).bytes_in += n as u64;
+            let finished = s.closing || s.eof;
+            match pump(cx, s.sock, &mut s.outbox, finished, &mut buf, &self.ledger) {
+                Pumped::Done => return Served::Done,
+                Pumped::Wait => return Served::Open,
+                Pumped::Eof => s.eof = true,
+                Pumped::Data(n) => {
                     s.parser.feed(&buf[..n], &mut found);
                     self.answer(cx, s, std::mem::take(&mut found));
                 }
-                Err(SocketError::WouldBlock) => return Served::Open,
-                Err(_) => return Served::Done,
             }
         }
     }

@@ -78,6 +78,56 @@ enum Served {
     Done,
 }
 
+/// What one step of a server session's byte pump found.
+pub(super) enum Pumped {
+    /// The connection is over (an error, or the session finished).
+    Done,
+    /// Nothing to do until the socket has room or data.
+    Wait,
+    /// The client closed its side.
+    Eof,
+    /// This many bytes arrived in the buffer.
+    Data(usize),
+}
+
+/// One step of a server session: sends what `outbox` holds (counted as
+/// bytes out of processor `cx.processor()`); when it is empty and the
+/// session is not `finished`, reads into `buf` (counted as bytes in).
+pub(super) fn pump(
+    cx: &mut AppContext<'_>,
+    sock: SocketId,
+    outbox: &mut Outbox,
+    finished: bool,
+    buf: &mut [u8],
+    ledger: &Shared,
+) -> Pumped {
+    let p = cx.processor();
+    match outbox.drain(|b| match cx.sockets().send(sock, b) {
+        Ok(n) => Ok(n),
+        Err(SocketError::WouldBlock) => Ok(0),
+        Err(e) => Err(e),
+    }) {
+        Ok(n) => ledger.borrow_mut().server(p).bytes_out += n,
+        Err(_) => return Pumped::Done,
+    }
+    if !outbox.is_empty() {
+        // Full send buffer: read on only when the client drains it.
+        return Pumped::Wait;
+    }
+    if finished {
+        return Pumped::Done;
+    }
+    match cx.sockets().recv(sock, buf) {
+        Ok(0) => Pumped::Eof,
+        Ok(n) => {
+            ledger.borrow_mut().server(p).bytes_in += n as u64;
+            Pumped::Data(n)
+        }
+        Err(SocketError::WouldBlock) => Pumped::Wait,
+        Err(_) => Pumped::Done,
+    }
+}
+
 /// Moves a session forward: sends what is queued, reads what arrived,
 /// answers complete requests. Counts into the ledger for processor `p`.
 fn serve(
@@ -91,66 +141,51 @@ fn serve(
     let mut buf = [0u8; 8192];
     let mut reads = Vec::new();
     loop {
-        let sock = s.sock;
-        match s.outbox.drain(|b| match cx.sockets().send(sock, b) {
-            Ok(n) => Ok(n),
-            Err(SocketError::WouldBlock) => Ok(0),
-            Err(e) => Err(e),
-        }) {
-            Ok(n) => ledger.borrow_mut().server(p).bytes_out += n,
-            Err(_) => return Served::Done,
-        }
-        if !s.outbox.is_empty() {
-            // Full send buffer: read on only when the client drains it.
-            return Served::Open;
-        }
-        if s.eof {
-            return Served::Done;
-        }
-        match cx.sockets().recv(sock, &mut buf) {
-            Ok(0) => s.eof = true,
-            Ok(n) => {
-                ledger.borrow_mut().server(p).bytes_in += n as u64;
-                s.reader.feed(&buf[..n], &mut reads);
-                let corrupt = std::mem::take(&mut s.reader.corrupt);
-                for r in reads.drain(..) {
-                    match r {
-                        Read::Complete(h) => match (h.kind, &mut *answer) {
-                            (Kind::Request, Answer::Serve(work)) => {
-                                cx.spend(*work);
-                                s.outbox.pattern(h.conn, u64::from(h.response));
-                                ledger.borrow_mut().server(p).requests += 1;
-                            }
-                            (Kind::Query, Answer::Broker(b)) if !b.servers.is_empty() => {
-                                let (port, proc_) = b.servers[b.next % b.servers.len()];
-                                b.next += 1;
-                                let mut a = port.to_be_bytes().to_vec();
-                                a.extend_from_slice(&(proc_ as u16).to_be_bytes());
-                                s.outbox.bytes(a);
-                                ledger.borrow_mut().server(p).requests += 1;
-                            }
-                            _ => {
-                                ledger.borrow_mut().errors.push(format!(
-                                    "{name} on processor {p}: a {:?} it does not serve",
-                                    h.kind
-                                ));
-                                return Served::Done;
-                            }
-                        },
-                        Read::Garbage => {
-                            ledger.borrow_mut().errors.push(format!(
-                                "{name} on processor {p}: bytes that are no request header"
-                            ));
-                            return Served::Done;
-                        }
+        let n = match pump(cx, s.sock, &mut s.outbox, s.eof, &mut buf, ledger) {
+            Pumped::Done => return Served::Done,
+            Pumped::Wait => return Served::Open,
+            Pumped::Eof => {
+                s.eof = true;
+                continue;
+            }
+            Pumped::Data(n) => n,
+        };
+        s.reader.feed(&buf[..n], &mut reads);
+        let corrupt = std::mem::take(&mut s.reader.corrupt);
+        for r in reads.drain(..) {
+            match r {
+                Read::Complete(h) => match (h.kind, &mut *answer) {
+                    (Kind::Request, Answer::Serve(work)) => {
+                        cx.spend(*work);
+                        s.outbox.pattern(h.conn, u64::from(h.response));
+                        ledger.borrow_mut().server(p).requests += 1;
                     }
-                }
-                if corrupt > 0 {
-                    ledger.borrow_mut().server_corrupt += corrupt;
+                    (Kind::Query, Answer::Broker(b)) if !b.servers.is_empty() => {
+                        let (port, proc_) = b.servers[b.next % b.servers.len()];
+                        b.next += 1;
+                        let mut a = port.to_be_bytes().to_vec();
+                        a.extend_from_slice(&(proc_ as u16).to_be_bytes());
+                        s.outbox.bytes(a);
+                        ledger.borrow_mut().server(p).requests += 1;
+                    }
+                    _ => {
+                        ledger.borrow_mut().errors.push(format!(
+                            "{name} on processor {p}: a {:?} it does not serve",
+                            h.kind
+                        ));
+                        return Served::Done;
+                    }
+                },
+                Read::Garbage => {
+                    ledger.borrow_mut().errors.push(format!(
+                        "{name} on processor {p}: bytes that are no request header"
+                    ));
+                    return Served::Done;
                 }
             }
-            Err(SocketError::WouldBlock) => return Served::Open,
-            Err(_) => return Served::Done,
+        }
+        if corrupt > 0 {
+            ledger.borrow_mut().server_corrupt += corrupt;
         }
     }
 }

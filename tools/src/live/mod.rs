@@ -339,12 +339,8 @@ fn describe(s: &Scenario) -> String {
 
 /// Runs `snet live`; returns the exit code.
 pub fn run(args: &LiveArgs) -> u8 {
-    let scenario = match Scenario::load(&args.file) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return crate::EXIT_USAGE;
-        }
+    let Some(scenario) = crate::load_scenario(&args.file) else {
+        return crate::EXIT_USAGE;
     };
     if let Err(e) = tap::check_name(&args.tap) {
         eprintln!("snet live: {e}");
