@@ -12,7 +12,7 @@
 //! `0` is its X port and port `1` its Y port, and a link may only join two
 //! things of the same plane.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 use crate::ids::{EndpointId, Plane};
@@ -376,11 +376,13 @@ impl TopologyBuilder {
             return Err(TopologyError::NoPlanes);
         }
         let endpoints: Vec<EndpointSpec> = self.endpoints.values().cloned().collect();
-        let ep_index: HashMap<EndpointId, usize> = endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.id, i))
-            .collect();
+        // Endpoint IDs have 20 bits: a direct table (at most 4 MiB) makes
+        // the lookup on every packet's path one load.
+        let top = endpoints.iter().map(|e| e.id.raw()).max().unwrap_or(0) as usize;
+        let mut ep_index = vec![u32::MAX; top + 1];
+        for (i, e) in endpoints.iter().enumerate() {
+            ep_index[e.id.raw() as usize] = i as u32;
+        }
         // Port -> (link index, far end) lookup.
         let mut router_ports: Vec<Vec<Option<(usize, PortRef)>>> = self
             .routers
@@ -396,7 +398,8 @@ impl TopologyBuilder {
                         router_ports[r.0 as usize][near.port as usize] = Some((li, far))
                     }
                     NodeRef::Endpoint(e) => {
-                        endpoint_ports[ep_index[&e]][near.port as usize] = Some((li, far))
+                        endpoint_ports[ep_index[e.raw() as usize] as usize][near.port as usize] =
+                            Some((li, far))
                     }
                 }
             }
@@ -500,7 +503,8 @@ pub struct Hop {
 pub struct Topology {
     planes: Vec<Plane>,
     endpoints: Vec<EndpointSpec>,
-    ep_index: HashMap<EndpointId, usize>,
+    /// Endpoint index by raw endpoint ID (`u32::MAX`: no such endpoint).
+    ep_index: Vec<u32>,
     routers: Vec<RouterSpec>,
     links: Vec<LinkSpec>,
     router_ports: Vec<Vec<Option<(usize, PortRef)>>>,
@@ -531,7 +535,10 @@ impl Topology {
 
     /// Dense index (position in [`Topology::endpoints`]) of an endpoint.
     pub fn endpoint_index(&self, id: EndpointId) -> Option<usize> {
-        self.ep_index.get(&id).copied()
+        match self.ep_index.get(id.raw() as usize) {
+            Some(&i) if i != u32::MAX => Some(i as usize),
+            _ => None,
+        }
     }
 
     /// The link and far end attached to a port, if connected.
