@@ -190,17 +190,13 @@ pub enum FabricEvent {
         /// Output channel.
         ch: ChannelId,
     },
-    /// Channel `ch` finished sending a packet's tail.
+    /// A packet waits for channel `ch`, and the channel's tail or the
+    /// credit it waits for is through now. Channels keep their busy time
+    /// and credit return times as state; this event exists only while a
+    /// packet waits.
     LinkFree {
         /// Channel.
         ch: ChannelId,
-    },
-    /// A credit for channel `ch` is back at its sender.
-    Credit {
-        /// Channel.
-        ch: ChannelId,
-        /// Channel epoch when the credit was taken.
-        epoch: u32,
     },
     /// A packet's tail reaches the endpoint at the far end of `ch`.
     TailArrive {
@@ -256,7 +252,6 @@ impl Traced for FabricEvent {
             FabricEvent::HeadArrive { .. } => 1,
             FabricEvent::Request { .. } => 2,
             FabricEvent::LinkFree { .. } => 3,
-            FabricEvent::Credit { .. } => 4,
             FabricEvent::TailArrive { .. } => 5,
             FabricEvent::Respond { .. } => 6,
             FabricEvent::Timeout { .. } => 7,
@@ -273,7 +268,6 @@ impl Traced for FabricEvent {
             }
             FabricEvent::Request { pkt, ch } => (pkt as u64, ch as u64),
             FabricEvent::LinkFree { ch } => (ch as u64, 0),
-            FabricEvent::Credit { ch, epoch } => (ch as u64, epoch as u64),
             FabricEvent::Respond { pkt, ep, plane } => {
                 (pkt as u64, ((ep as u64) << 8) | plane as u64)
             }
@@ -443,13 +437,31 @@ struct Channel {
     up: bool,
     epoch: u32,
     busy_until: Instant,
+    /// Credits known to be back. Credits in flight are in `pending_credits`
+    /// and count as back once their time has come ([`Channel::reclaim`]).
     credits: u8,
     /// Times at which credits now in flight come back (at most `buffer_slots`).
     pending_credits: Vec<Instant>,
     queue: VecDeque<PacketSlot>,
+    /// The time of the one pending [`FabricEvent::LinkFree`] wake-up, armed
+    /// only while a queued packet waits for the channel or a credit.
+    wake: Option<Instant>,
     /// The train holding this channel, if any.
     train: Option<u32>,
     counters: ChannelCounters,
+}
+
+impl Channel {
+    /// Counts the credits whose return time has come as back.
+    #[inline]
+    fn reclaim(&mut self, now: Instant) {
+        if self.pending_credits.is_empty() {
+            return;
+        }
+        let before = self.pending_credits.len();
+        self.pending_credits.retain(|&t| t > now);
+        self.credits += (before - self.pending_credits.len()) as u8;
+    }
 }
 
 #[derive(Debug)]
@@ -566,6 +578,7 @@ impl Fabric {
                     credits: config.buffer_slots,
                     pending_credits: Vec::new(),
                     queue: VecDeque::new(),
+                    wake: None,
                     train: None,
                     counters: ChannelCounters::default(),
                 });
@@ -874,11 +887,24 @@ impl Fabric {
         ch: ChannelId,
         at: Instant,
     ) {
-        let comp = self.component_of_channel(ch);
         let c = &mut self.channels[ch as usize];
         c.pending_credits.push(at);
-        let epoch = c.epoch;
-        sched.schedule(at, comp, FabricEvent::Credit { ch, epoch });
+        // Only a packet waiting for this credit needs an event.
+        if !c.queue.is_empty() && c.train.is_none() {
+            let at = at.max(c.busy_until);
+            self.arm_wake(sched, ch, at);
+        }
+    }
+
+    /// Makes sure `ch` is looked at again at `at` (or earlier).
+    fn arm_wake<S: Scheduler<FabricEvent>>(&mut self, sched: &mut S, ch: ChannelId, at: Instant) {
+        let c = &mut self.channels[ch as usize];
+        if c.wake.is_some_and(|t| t <= at) {
+            return;
+        }
+        c.wake = Some(at);
+        let comp = self.component_of_channel(ch);
+        sched.schedule(at, comp, FabricEvent::LinkFree { ch });
     }
 
     /// Puts an encoded packet onto an endpoint's output channel.
@@ -946,9 +972,21 @@ impl Fabric {
                 return;
             }
             let Some(&pkt) = c.queue.front() else { return };
+            c.reclaim(now);
             if c.busy_until > now || c.credits == 0 {
+                // Wait for the tail now on the wire, then for the earliest
+                // credit in flight. With no credit in flight, the packet that
+                // holds one arms the wake-up when it leaves the buffer.
+                let at = if c.credits > 0 {
+                    Some(c.busy_until)
+                } else {
+                    c.pending_credits.iter().min().map(|&t| t.max(c.busy_until))
+                };
                 if let Some(p) = self.packets[pkt as usize].as_mut() {
                     p.waited = true;
+                }
+                if let Some(at) = at {
+                    self.arm_wake(sched, ch, at);
                 }
                 return;
             }
@@ -989,7 +1027,6 @@ impl Fabric {
                 }
             }
             let comp = self.component_of_channel(ch);
-            sched.schedule(end, comp, FabricEvent::LinkFree { ch });
             if let Some(in_ch) = released {
                 // The tail leaves this router's input buffer at `end`.
                 let at = end + self.channels[in_ch as usize].latency;
@@ -1019,15 +1056,10 @@ impl Fabric {
                     self.request_output(sched, pkt, ch)
                 }
             }
-            FabricEvent::LinkFree { ch } => self.try_grant(sched, ch),
-            FabricEvent::Credit { ch, epoch } => {
-                let now = sched.now();
+            FabricEvent::LinkFree { ch } => {
                 let c = &mut self.channels[ch as usize];
-                if c.epoch == epoch {
-                    if let Some(i) = c.pending_credits.iter().position(|&t| t == now) {
-                        c.pending_credits.swap_remove(i);
-                    }
-                    c.credits = (c.credits + 1).min(self.config.buffer_slots);
+                if c.wake == Some(sched.now()) {
+                    c.wake = None;
                     self.try_grant(sched, ch);
                 }
             }
@@ -1324,6 +1356,7 @@ impl Fabric {
             c.up = false;
             c.epoch = c.epoch.wrapping_add(1);
             c.pending_credits.clear();
+            c.wake = None;
             let queued: Vec<PacketSlot> = c.queue.drain(..).collect();
             c.counters.dropped_down += queued.len() as u64;
             for p in queued {
@@ -1379,6 +1412,7 @@ impl Fabric {
                 c.epoch = c.epoch.wrapping_add(1);
                 c.credits = self.config.buffer_slots;
                 c.pending_credits.clear();
+                c.wake = None;
                 c.busy_until = now;
             }
         }

@@ -354,15 +354,20 @@ impl Fabric {
         })
     }
 
+    /// The channel a hop crosses.
+    fn channel_of_hop(&self, h: &crate::topology::Hop) -> ChannelId {
+        let l = &self.topology.links()[h.link];
+        if l.a == h.from {
+            2 * h.link as u32
+        } else {
+            2 * h.link as u32 + 1
+        }
+    }
+
     fn timing_of(&self, hops: &[crate::topology::Hop]) -> Vec<ChanTiming> {
         hops.iter()
             .map(|h| {
-                let l = &self.topology.links()[h.link];
-                let ch = if l.a == h.from {
-                    2 * h.link as u32
-                } else {
-                    2 * h.link as u32 + 1
-                };
+                let ch = self.channel_of_hop(h);
                 let c = &self.channels[ch as usize];
                 let mut credit_ready = vec![Instant::ZERO; c.credits as usize];
                 let mut pending = c.pending_credits.clone();
@@ -456,11 +461,6 @@ impl Fabric {
             return false;
         };
         let params = self.train_params(ep, id).expect("transfer exists");
-        let mut fwd = self.timing_of(&fwd_hops);
-        let mut rev = self.timing_of(&rev_hops);
-        for c in fwd.iter_mut().chain(rev.iter_mut()) {
-            c.ser = params.sizes.map(|size| c.bandwidth.serialization(size));
-        }
         let mut routers = Vec::new();
         for h in fwd_hops.iter().chain(&rev_hops) {
             if let NodeRef::Router(r) = h.to.node
@@ -472,7 +472,20 @@ impl Fabric {
         if routers.iter().any(|&r| !self.routers[r].up) {
             return false;
         }
-        let channels: Vec<ChannelId> = fwd.iter().chain(&rev).map(|c| c.ch).collect();
+        let channels: Vec<ChannelId> = fwd_hops
+            .iter()
+            .chain(&rev_hops)
+            .map(|h| self.channel_of_hop(h))
+            .collect();
+        // Nothing may be waiting for these channels; a channel still sending
+        // the tail of earlier traffic, or with credits on their way back, is
+        // fine: the recurrence starts from that exact state. A channel may be
+        // held by an earlier train of this requester (this one follows it),
+        // or by a train of another requester that has injected all its
+        // packets: that one only has their passage left to account for, so
+        // it is settled first (its packets land as computed and the channels
+        // keep their busy time and credits in flight), exactly as the first
+        // packet-level packet to reach one of its channels would settle it.
         // Nothing may be waiting for these channels; a channel still sending
         // the tail of earlier traffic, or with credits on their way back, is
         // fine: the recurrence starts from that exact state.
@@ -488,6 +501,11 @@ impl Fabric {
         });
         if !free {
             return false;
+        }
+        let mut fwd = self.timing_of(&fwd_hops);
+        let mut rev = self.timing_of(&rev_hops);
+        for c in fwd.iter_mut().chain(rev.iter_mut()) {
+            c.ser = params.sizes.map(|size| c.bandwidth.serialization(size));
         }
         // On a channel an earlier train of this requester still holds, the
         // recurrence starts from that train's final state there: its packets
@@ -693,7 +711,6 @@ impl Fabric {
             .chain(train.rev.iter().zip(&ev.rev))
         {
             let ch = timing.ch;
-            let comp = self.component_of_channel(ch);
             let c = &mut self.channels[ch as usize];
             c.counters.packets += st.packets;
             c.counters.bytes += st.bytes;
@@ -705,16 +722,13 @@ impl Fabric {
             }
             c.train = None;
             c.busy_until = c.busy_until.max(st.last_end);
-            let pending: Vec<Instant> = st.credits.iter().copied().filter(|&t| t > now).collect();
-            c.credits = slots.saturating_sub(pending.len() as u8);
             c.pending_credits.clear();
-            for t in pending {
-                self.schedule_credit(sched, ch, t);
-            }
-            let c = &mut self.channels[ch as usize];
-            if c.busy_until > now {
-                let at = c.busy_until;
-                sched.schedule(at, comp, FabricEvent::LinkFree { ch });
+            c.pending_credits
+                .extend(st.credits.iter().copied().filter(|&t| t > now));
+            c.credits = slots.saturating_sub(c.pending_credits.len() as u8);
+            // Packets that queued behind the train go as soon as they may.
+            if !c.queue.is_empty() {
+                self.try_grant(sched, ch);
             }
         }
         landed_packets
@@ -730,13 +744,18 @@ impl Fabric {
 
     /// The train's last response arrived.
     pub(super) fn finish_train<S: Scheduler<FabricEvent>>(&mut self, sched: &mut S, id: u32) {
-        let Some(train) = self.trains.remove(&id) else {
+        let Some(mut train) = self.trains.remove(&id) else {
             return;
         };
         let Some(params) = self.train_params(train.ep, train.transfer) else {
             return;
         };
-        let ev = evaluate(&train, &params, None);
+        // The whole-train evaluation made at the start still holds: nothing
+        // touched the train's channels since (anything that would have split it).
+        let ev = match train.full.take() {
+            Some(ev) => ev,
+            None => evaluate(&train, &params, None),
+        };
         self.settle_train(sched, &train, &ev, |_| true);
         let ep = train.ep;
         self.endpoints[ep].dma.reserved &= !train.tids;
