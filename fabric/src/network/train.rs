@@ -479,15 +479,6 @@ impl Fabric {
             .collect();
         // Nothing may be waiting for these channels; a channel still sending
         // the tail of earlier traffic, or with credits on their way back, is
-        // fine: the recurrence starts from that exact state. A channel may be
-        // held by an earlier train of this requester (this one follows it),
-        // or by a train of another requester that has injected all its
-        // packets: that one only has their passage left to account for, so
-        // it is settled first (its packets land as computed and the channels
-        // keep their busy time and credits in flight), exactly as the first
-        // packet-level packet to reach one of its channels would settle it.
-        // Nothing may be waiting for these channels; a channel still sending
-        // the tail of earlier traffic, or with credits on their way back, is
         // fine: the recurrence starts from that exact state.
         let slots = self.config.buffer_slots as usize;
         let free = channels.iter().all(|&ch| {
