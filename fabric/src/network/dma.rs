@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::{Fabric, FabricEvent, encode, note};
+use super::{Fabric, FabricEvent, note};
 use crate::engine::Scheduler;
 use crate::ids::{EndpointId, FabricAddr, NackReason, Plane};
 use crate::memory::ProcAddr;
@@ -237,6 +237,7 @@ impl Outstanding {
             planes_tried: 1 << plane.index(),
             serial,
             ghost,
+            deadline: Instant::MAX,
         }
     }
 }
@@ -252,6 +253,8 @@ pub(super) struct Outstanding {
     pub(super) serial: u32,
     /// A train packet committed at a split: its response is already timed.
     pub(super) ghost: bool,
+    /// When the attempt times out (unused for a ghost).
+    pub(super) deadline: Instant,
 }
 
 #[derive(Debug)]
@@ -261,6 +264,10 @@ pub(super) struct DmaEngine {
     /// a split hands them to the train's packets still in flight.
     pub(super) reserved: u16,
     serial: u32,
+    /// When this requester's one transaction timer fires, if it is armed:
+    /// the earliest deadline of its attempts, or earlier (see
+    /// [`Fabric::arm_timer`]).
+    pub(super) timer: Option<Instant>,
     pub(super) transfers: BTreeMap<TransferId, Transfer>,
     pub(super) queue: VecDeque<TransferId>,
 }
@@ -271,6 +278,7 @@ impl DmaEngine {
             slots: [None; 16],
             reserved: 0,
             serial: 0,
+            timer: None,
             transfers: BTreeMap::new(),
             queue: VecDeque::new(),
         }
@@ -446,11 +454,11 @@ impl Fabric {
                 .memory
                 .slice(local, slot.len as u64)
                 .expect("range checked at start");
-            encode(PacketRepr::write_request(
+            self.buffers.encode(PacketRepr::write_request(
                 target, requester, tid, addr, data,
             ))
         } else {
-            encode(PacketRepr::read_request(
+            self.buffers.encode(PacketRepr::read_request(
                 target,
                 requester,
                 tid,
@@ -459,19 +467,10 @@ impl Fabric {
             ))
         };
         slot.serial = self.endpoints[ep].dma.next_serial();
+        slot.deadline = sched.now() + self.config.transaction_timeout;
         self.endpoints[ep].dma.slots[tid as usize] = Some(slot);
         self.endpoints[ep].counters.dma.packets += 1;
-        let at = sched.now() + self.config.transaction_timeout;
-        let comp = self.component_of_endpoint(ep);
-        sched.schedule(
-            at,
-            comp,
-            FabricEvent::Timeout {
-                ep: ep as u32,
-                tid,
-                serial: slot.serial,
-            },
-        );
+        self.arm_timer(sched, ep, slot.deadline);
         self.inject(sched, ep, slot.plane, bytes);
     }
 
@@ -596,19 +595,61 @@ impl Fabric {
         self.completions.push(c);
     }
 
-    pub(super) fn on_timeout<S: Scheduler<FabricEvent>>(
+    /// Makes sure requester `ep`'s transaction timer fires no later than
+    /// `deadline`. Each requester has one timer, not one per transaction: it
+    /// stays armed for the earliest deadline it knew of when armed, and a
+    /// response does not disarm it. When it fires, attempts whose deadline
+    /// has passed time out and it is armed again for the earliest left.
+    pub(super) fn arm_timer<S: Scheduler<FabricEvent>>(
         &mut self,
         sched: &mut S,
         ep: usize,
-        tid: u8,
-        serial: u32,
+        deadline: Instant,
     ) {
+        let dma = &mut self.endpoints[ep].dma;
+        if dma.timer.is_some_and(|t| t <= deadline) {
+            return;
+        }
+        dma.timer = Some(deadline);
+        let comp = self.component_of_endpoint(ep);
+        sched.schedule(deadline, comp, FabricEvent::Timeout { ep: ep as u32 });
+    }
+
+    /// Requester `ep`'s transaction timer fired: every attempt whose
+    /// deadline has passed times out, in transaction ID order.
+    pub(super) fn on_timer<S: Scheduler<FabricEvent>>(&mut self, sched: &mut S, ep: usize) {
+        let now = sched.now();
+        if self.endpoints[ep].dma.timer != Some(now) {
+            // Superseded by an earlier arming.
+            return;
+        }
+        self.endpoints[ep].dma.timer = None;
+        for tid in 0..16u8 {
+            let expired = self.endpoints[ep].dma.slots[tid as usize]
+                .is_some_and(|s| !s.ghost && s.deadline <= now);
+            if expired {
+                self.on_timeout(sched, ep, tid);
+            }
+        }
+        let next = self.endpoints[ep]
+            .dma
+            .slots
+            .iter()
+            .flatten()
+            .filter(|s| !s.ghost)
+            .map(|s| s.deadline)
+            .min();
+        if let Some(next) = next {
+            self.arm_timer(sched, ep, next);
+        }
+    }
+
+    /// Attempt `tid` of requester `ep` timed out: retry it (on the other
+    /// plane if there is one) or fail its transfer.
+    fn on_timeout<S: Scheduler<FabricEvent>>(&mut self, sched: &mut S, ep: usize, tid: u8) {
         let Some(mut slot) = self.endpoints[ep].dma.slots[tid as usize] else {
             return;
         };
-        if slot.serial != serial || slot.ghost {
-            return;
-        }
         self.endpoints[ep].counters.dma.timeouts += 1;
         let failed = self.endpoints[ep]
             .dma

@@ -216,14 +216,11 @@ pub enum FabricEvent {
         /// Plane the request came on.
         plane: Plane,
     },
-    /// A requester's transaction `tid` may have timed out.
+    /// A requester's transaction timer: some of its attempts may have
+    /// timed out (one timer per requester, see `Fabric::arm_timer`).
     Timeout {
         /// Endpoint index.
         ep: u32,
-        /// Transaction ID.
-        tid: u8,
-        /// Attempt serial that armed the timer.
-        serial: u32,
     },
     /// The response of a train packet committed at a split arrives.
     TrainAck {
@@ -271,8 +268,8 @@ impl Traced for FabricEvent {
             FabricEvent::Respond { pkt, ep, plane } => {
                 (pkt as u64, ((ep as u64) << 8) | plane as u64)
             }
-            FabricEvent::Timeout { ep, tid, serial }
-            | FabricEvent::TrainAck { ep, tid, serial } => {
+            FabricEvent::Timeout { ep } => ((ep as u64) << 8, 0),
+            FabricEvent::TrainAck { ep, tid, serial } => {
                 (((ep as u64) << 8) | tid as u64, serial as u64)
             }
             FabricEvent::TrainDone { train } | FabricEvent::TrainLand { train } => {
@@ -508,6 +505,10 @@ pub struct Fabric {
     router_out: Vec<Vec<Option<ChannelId>>>,
     packets: Vec<Option<InFlight>>,
     free_packets: Vec<PacketSlot>,
+    buffers: BufferPool,
+    /// Routes trains use, computed on first use (see `route_between`).
+    routes: Vec<train::Route>,
+    route_index: std::collections::HashMap<(u32, u32, u8), Option<u32>>,
     rng: SimRng,
     completions: Vec<DmaCompletion>,
     trains: std::collections::BTreeMap<u32, Train>,
@@ -636,6 +637,9 @@ impl Fabric {
             router_out,
             packets: Vec::new(),
             free_packets: Vec::new(),
+            buffers: BufferPool::default(),
+            routes: Vec::new(),
+            route_index: std::collections::HashMap::new(),
             rng,
             completions: Vec::new(),
             trains: std::collections::BTreeMap::new(),
@@ -857,7 +861,8 @@ impl Fabric {
         }
     }
 
-    fn free_packet(&mut self, s: PacketSlot) -> Option<InFlight> {
+    /// Takes a packet out of its slot; the caller recycles its buffer.
+    fn take_packet(&mut self, s: PacketSlot) -> Option<InFlight> {
         let p = self.packets.get_mut(s as usize)?.take();
         if p.is_some() {
             self.free_packets.push(s);
@@ -865,11 +870,18 @@ impl Fabric {
         p
     }
 
+    /// Frees a packet's slot and recycles its buffer.
+    fn free_packet(&mut self, s: PacketSlot) -> Option<ChannelId> {
+        let p = self.take_packet(s)?;
+        self.buffers.recycle(p.bytes);
+        p.holds_slot
+    }
+
     /// Drops a packet in the network, returning the buffer slot it held.
     fn drop_packet<S: Scheduler<FabricEvent>>(&mut self, sched: &mut S, s: PacketSlot) {
-        if let Some(p) = self.free_packet(s) {
+        if self.packets.get(s as usize).is_some_and(Option::is_some) {
             sched.note(ComponentId(u32::MAX), note::DROP, (s as u64, 0));
-            if let Some(ch) = p.holds_slot {
+            if let Some(ch) = self.free_packet(s) {
                 self.return_credit(sched, ch);
             }
         }
@@ -1073,9 +1085,7 @@ impl Fabric {
                     self.free_packet(pkt);
                 }
             }
-            FabricEvent::Timeout { ep, tid, serial } => {
-                self.on_timeout(sched, ep as usize, tid, serial)
-            }
+            FabricEvent::Timeout { ep } => self.on_timer(sched, ep as usize),
             FabricEvent::TrainAck { ep, tid, serial } => {
                 self.on_train_ack(sched, ep as usize, tid, serial)
             }
@@ -1149,9 +1159,16 @@ impl Fabric {
         }
         // The endpoint consumes the packet: its buffer slot is free again.
         self.return_credit(sched, ch);
-        let Some(p) = self.free_packet(pkt) else {
+        let Some(p) = self.take_packet(pkt) else {
             return;
         };
+        self.consume(sched, id, &p);
+        self.buffers.recycle(p.bytes);
+    }
+
+    /// Endpoint `id` takes in packet `p`: a request is served and answered,
+    /// a response ends its transaction.
+    fn consume<S: Scheduler<FabricEvent>>(&mut self, sched: &mut S, id: EndpointId, p: &InFlight) {
         let ep = self
             .topology
             .endpoint_index(id)
@@ -1229,25 +1246,26 @@ impl Fabric {
         // AVT registration keeps every window inside memory, so the memory
         // errors below cannot happen; they are answered as outside-window NACKs
         // rather than trusted away.
-        let nack = |reason: NackReason| {
-            encode(PacketRepr::nack(
+        let buffers = &mut self.buffers;
+        let nack = |buffers: &mut BufferPool, reason: NackReason| {
+            buffers.encode(PacketRepr::nack(
                 req.src, req.dst, req.tid, req.addr, reason,
             ))
         };
         let t = match e.avt.validate(req.src, req.addr, len, op) {
             Ok(t) => t,
-            Err(reason) => return nack(reason),
+            Err(reason) => return nack(buffers, reason),
         };
         match op {
             Op::Read => match e.memory.slice(t.local, len as u64) {
-                Ok(data) => encode(PacketRepr::read_response(
+                Ok(data) => buffers.encode(PacketRepr::read_response(
                     req.src, req.dst, req.tid, req.addr, data,
                 )),
-                Err(_) => nack(NackReason::OutsideWindow),
+                Err(_) => nack(buffers, NackReason::OutsideWindow),
             },
             Op::Write => {
                 if e.memory.write(t.local, req.payload).is_err() {
-                    return nack(NackReason::OutsideWindow);
+                    return nack(buffers, NackReason::OutsideWindow);
                 }
                 if t.interrupt {
                     e.counters.interrupts += 1;
@@ -1262,7 +1280,7 @@ impl Fabric {
                     e.interrupts.push(entry);
                     self.signals.push(e.id);
                 }
-                encode(PacketRepr::write_ack(req.src, req.dst, req.tid, req.addr))
+                buffers.encode(PacketRepr::write_ack(req.src, req.dst, req.tid, req.addr))
             }
         }
     }
@@ -1342,8 +1360,9 @@ impl Fabric {
             .trains
             .iter()
             .filter_map(|(&i, t)| {
-                let hit = t.channels().iter().any(|c| chans.contains(c))
-                    || t.routers().iter().any(|r| routers.contains(r))
+                let route = &self.routes[t.route as usize];
+                let hit = route.channels().iter().any(|c| chans.contains(c))
+                    || route.routers().iter().any(|r| routers.contains(r))
                     || matches!(target, FaultTarget::Endpoint(e) if t.involves(e));
                 hit.then_some(i)
             })
@@ -1499,13 +1518,40 @@ fn target_kind(t: FaultTarget) -> u64 {
     }
 }
 
-/// Encodes a packet the fabric itself builds. Its fields are valid by
-/// construction (TIDs below 16, payloads within the generation's limit), so
-/// a failure here is a bug in the model, not bad input.
-pub(crate) fn encode(repr: Result<PacketRepr<'_>, crate::packet::PacketError>) -> Vec<u8> {
-    match repr.and_then(|r| r.to_vec()) {
-        Ok(v) => v,
-        Err(e) => panic!("the fabric built an invalid packet: {e}"),
+/// Buffers of packets that left the network, kept for the next packets so
+/// that a packet in flight costs no allocation.
+#[derive(Debug, Default)]
+pub(crate) struct BufferPool(Vec<Vec<u8>>);
+
+impl BufferPool {
+    /// At most this many spare buffers are kept.
+    const KEEP: usize = 4096;
+
+    /// Encodes a packet the fabric itself builds into a spare buffer. Its
+    /// fields are valid by construction (TIDs below 16, payloads within the
+    /// generation's limit), so a failure here is a bug in the model, not bad
+    /// input.
+    pub(crate) fn encode(
+        &mut self,
+        repr: Result<PacketRepr<'_>, crate::packet::PacketError>,
+    ) -> Vec<u8> {
+        let emitted = repr.and_then(|r| {
+            let mut buf = self.0.pop().unwrap_or_default();
+            buf.clear();
+            buf.resize(r.buffer_len(), 0);
+            r.emit(&mut buf).map(|()| buf)
+        });
+        match emitted {
+            Ok(v) => v,
+            Err(e) => panic!("the fabric built an invalid packet: {e}"),
+        }
+    }
+
+    /// Gives a buffer back.
+    pub(crate) fn recycle(&mut self, buf: Vec<u8>) {
+        if self.0.len() < Self::KEEP {
+            self.0.push(buf);
+        }
     }
 }
 

@@ -40,7 +40,29 @@ pub(super) enum SplitCause {
     Fault,
 }
 
-#[derive(Debug, Clone)]
+/// The channels and routers between a requester and a target on one plane,
+/// both ways. The topology never changes, so each is computed once
+/// (`Fabric::route_between`) and trains refer to it by index.
+#[derive(Debug)]
+pub(super) struct Route {
+    /// The forward path's channels, then the reverse path's.
+    channels: Vec<ChannelId>,
+    /// How many of `channels` are the forward path's.
+    nfwd: usize,
+    /// Routers on either path, each once.
+    routers: Vec<usize>,
+}
+
+impl Route {
+    pub(super) fn channels(&self) -> &[ChannelId] {
+        &self.channels
+    }
+    pub(super) fn routers(&self) -> &[usize] {
+        &self.routers
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
 struct ChanTiming {
     ch: ChannelId,
     bandwidth: Bandwidth,
@@ -48,18 +70,16 @@ struct ChanTiming {
     header_time: Duration,
     /// When the channel finishes what it was sending when the train started.
     busy_until: Instant,
-    /// When each credit is available, earliest first (free ones at time zero).
-    credit_ready: Vec<Instant>,
     /// Serialization time of the train's three packet sizes (see [`Params::sizes`]).
     ser: [Duration; 3],
 }
 
-/// Per-channel state of the recurrence.
-#[derive(Debug, Clone)]
+/// Per-channel state of the recurrence. The channel's credit-return times
+/// of the last C packets live in the evaluation's flat `credits` array (C
+/// entries per channel, a ring indexed by packet % C).
+#[derive(Debug, Clone, Copy)]
 struct ChanState {
     last_end: Instant,
-    /// Credit-return times of the last C packets (ring indexed by packet % C).
-    credits: Vec<Instant>,
     packets: u64,
     bytes: u64,
     busy_ps: u64,
@@ -83,10 +103,15 @@ pub(super) struct Train {
     target: EndpointId,
     transfer: TransferId,
     plane: Plane,
-    fwd: Vec<ChanTiming>,
-    rev: Vec<ChanTiming>,
-    channels: Vec<ChannelId>,
-    routers: Vec<usize>,
+    /// Index of the train's [`Route`] in `Fabric::routes`.
+    pub(super) route: u32,
+    /// Timing of each channel of the route, forward path first.
+    legs: Vec<ChanTiming>,
+    /// How many of `legs` are the forward path's.
+    nfwd: usize,
+    /// When each credit of each leg is available, earliest first (free
+    /// ones at time zero): C entries per leg.
+    credit_ready: Vec<Instant>,
     start: Instant,
     /// First packet index of the transfer carried by the train.
     first_packet: u64,
@@ -105,12 +130,6 @@ pub(super) struct Train {
 }
 
 impl Train {
-    pub(super) fn channels(&self) -> &[ChannelId] {
-        &self.channels
-    }
-    pub(super) fn routers(&self) -> &[usize] {
-        &self.routers
-    }
     pub(super) fn involves(&self, e: EndpointId) -> bool {
         self.requester == e || self.target == e
     }
@@ -119,8 +138,10 @@ impl Train {
 /// Result of evaluating the recurrence over a prefix of a train.
 #[derive(Debug)]
 struct Evaluation {
-    fwd: Vec<ChanState>,
-    rev: Vec<ChanState>,
+    /// Per leg of the train (forward path first).
+    st: Vec<ChanState>,
+    /// Credit-return rings, C entries per leg.
+    credits: Vec<Instant>,
     times: Vec<PacketTimes>,
     /// Packets computed by the steady-state jump rather than one by one.
     jumped: u64,
@@ -139,22 +160,27 @@ struct Params {
     is_write: bool,
 }
 
+/// One packet `j` crosses `chans` (with their states `st` and credit rings
+/// `credits`, C entries per channel), ready to leave at `ready`; returns
+/// when its tail reaches the far end.
 fn traverse(
     chans: &[ChanTiming],
     st: &mut [ChanState],
+    credits: &mut [Instant],
     j: usize,
     ready: Instant,
     size_class: usize,
     p: &Params,
 ) -> Instant {
     let size = p.sizes[size_class];
-    let slot = j % p.credits;
+    let c = p.credits;
+    let slot = j % c;
     let mut request = ready;
     let mut tail_here = ready;
     let mut prev_latency = Duration::ZERO;
     for i in 0..chans.len() {
         let ch = &chans[i];
-        let credit = st[i].credits[slot];
+        let credit = credits[i * c + slot];
         let grant = request.max(st[i].last_end).max(credit);
         let end = (grant + ch.ser[size_class]).max(tail_here);
         let s = &mut st[i];
@@ -165,15 +191,15 @@ fn traverse(
         s.busy_ps += s.last_busy;
         if i > 0 {
             // The tail leaves node i's input buffer: credit back to channel i-1's sender.
-            st[i - 1].credits[slot] = end + prev_latency;
+            credits[(i - 1) * c + slot] = end + prev_latency;
         }
         request = grant + ch.latency + ch.header_time + p.path_formation;
         tail_here = end + ch.latency;
         prev_latency = ch.latency;
     }
     // The endpoint consumes the packet when its tail arrives.
-    if let Some(last) = st.last_mut() {
-        last.credits[slot] = tail_here + prev_latency;
+    if !chans.is_empty() {
+        credits[(chans.len() - 1) * c + slot] = tail_here + prev_latency;
     }
     tail_here
 }
@@ -191,11 +217,11 @@ impl Snapshot {
     fn take(&mut self, ev: &Evaluation, j: usize, p: &Params) {
         self.times.clear();
         self.busy.clear();
-        for st in ev.fwd.iter().chain(&ev.rev) {
+        let c = p.credits;
+        for (st, ring) in ev.st.iter().zip(ev.credits.chunks_exact(c)) {
             self.times.push(st.last_end.as_ps());
-            for age in 0..p.credits {
-                self.times
-                    .push(st.credits[(j + p.credits - age) % p.credits].as_ps());
+            for age in 0..c {
+                self.times.push(ring[(j + c - age) % c].as_ps());
             }
             self.busy.push(st.last_busy);
         }
@@ -225,19 +251,32 @@ impl Snapshot {
 /// repeats it (the recurrence only takes maxima and sums of its state and
 /// constants, so it commutes with a uniform shift). Jump to packet `j + m`.
 /// `classes` are the size classes of the jumped packets' requests and responses.
-fn jump(ev: &mut Evaluation, j: usize, m: usize, delta: u64, p: &Params, classes: (usize, usize)) {
+/// `nfwd` is the number of forward-path legs.
+fn jump(
+    ev: &mut Evaluation,
+    (j, m): (usize, usize),
+    nfwd: usize,
+    delta: u64,
+    p: &Params,
+    classes: (usize, usize),
+) {
     let d = Duration::from_ps(delta * m as u64);
     let (req_bytes, resp_bytes) = (p.sizes[classes.0], p.sizes[classes.1]);
-    let fwd = ev.fwd.iter_mut().map(|st| (st, req_bytes));
-    let rev = ev.rev.iter_mut().map(|st| (st, resp_bytes));
-    for (st, size) in fwd.chain(rev) {
+    let c = p.credits;
+    for (i, (st, ring)) in ev
+        .st
+        .iter_mut()
+        .zip(ev.credits.chunks_exact_mut(c))
+        .enumerate()
+    {
+        let size = if i < nfwd { req_bytes } else { resp_bytes };
         st.bytes += size * m as u64;
         st.last_end += d;
-        let old = st.credits.clone();
-        for age in 0..p.credits {
-            let from = (j + p.credits - age) % p.credits;
-            let to = (j + m + p.credits - age) % p.credits;
-            st.credits[to] = old[from] + d;
+        // Packet j's entry becomes packet j + m's: the ring turns by m
+        // and every time moves by d.
+        ring.rotate_right(m % c);
+        for t in ring.iter_mut() {
+            *t += d;
         }
         st.busy_ps += st.last_busy * m as u64;
         st.packets += m as u64;
@@ -260,25 +299,24 @@ fn evaluate(train: &Train, p: &Params, stop_before: Option<Instant>) -> Evaluati
         window: (train.tids.count_ones() as usize).max(1),
         ..*p
     };
-    let init = |chans: &[ChanTiming]| -> Vec<ChanState> {
-        chans
+    let mut ev = Evaluation {
+        st: train
+            .legs
             .iter()
             .map(|c| ChanState {
                 last_end: c.busy_until,
-                credits: c.credit_ready.clone(),
                 packets: 0,
                 bytes: 0,
                 busy_ps: 0,
                 last_busy: 0,
             })
-            .collect()
-    };
-    let mut ev = Evaluation {
-        fwd: init(&train.fwd),
-        rev: init(&train.rev),
+            .collect(),
+        credits: train.credit_ready.clone(),
         times: Vec::with_capacity(train.packets as usize),
         jumped: 0,
     };
+    let (nfwd, c) = (train.nfwd, p.credits);
+    let (fwd, rev) = train.legs.split_at(nfwd);
     let n = train.packets as usize;
     // Train-relative index of the last full-size packet, plus one.
     let full_end = ((p.len / p.max_payload).saturating_sub(train.first_packet) as usize).min(n);
@@ -301,10 +339,13 @@ fn evaluate(train: &Train, p: &Params, stop_before: Option<Instant>) -> Evaluati
             2
         };
         let (req_class, resp_class) = if p.is_write { (data, 0) } else { (0, data) };
-        let deliver = traverse(&train.fwd, &mut ev.fwd, j, inject, req_class, p);
+        let (fwd_st, rev_st) = ev.st.split_at_mut(nfwd);
+        let (fwd_credits, rev_credits) = ev.credits.split_at_mut(nfwd * c);
+        let deliver = traverse(fwd, fwd_st, fwd_credits, j, inject, req_class, p);
         let response = traverse(
-            &train.rev,
-            &mut ev.rev,
+            rev,
+            rev_st,
+            rev_credits,
             j,
             deliver + p.turnaround,
             resp_class,
@@ -321,7 +362,7 @@ fn evaluate(train: &Train, p: &Params, stop_before: Option<Instant>) -> Evaluati
             cur.take(&ev, j, p);
             if let Some(delta) = cur.shift_from(&prev) {
                 let m = full_end - 1 - j;
-                jump(&mut ev, j, m, delta, p, (req_class, resp_class));
+                jump(&mut ev, (j, m), nfwd, delta, p, (req_class, resp_class));
                 j += m + 1;
                 continue;
             }
@@ -364,26 +405,69 @@ impl Fabric {
         }
     }
 
-    fn timing_of(&self, hops: &[crate::topology::Hop]) -> Vec<ChanTiming> {
-        hops.iter()
-            .map(|h| {
-                let ch = self.channel_of_hop(h);
-                let c = &self.channels[ch as usize];
-                let mut credit_ready = vec![Instant::ZERO; c.credits as usize];
-                let mut pending = c.pending_credits.clone();
-                pending.sort();
-                credit_ready.extend(pending);
-                ChanTiming {
-                    ch,
-                    bandwidth: c.bandwidth,
-                    latency: c.latency,
-                    header_time: c.header_time,
-                    busy_until: c.busy_until,
-                    credit_ready,
-                    ser: [Duration::ZERO; 3],
+    /// The route from requester `ep` to target `target_ep` on `plane` and
+    /// back, computed the first time it is asked for. `None` if either
+    /// direction has no path.
+    pub(super) fn route_between(
+        &mut self,
+        ep: usize,
+        target_ep: usize,
+        plane: Plane,
+    ) -> Option<u32> {
+        let key = (ep as u32, target_ep as u32, plane.index() as u8);
+        if let Some(&r) = self.route_index.get(&key) {
+            return r;
+        }
+        let (from, to) = (self.endpoints[ep].id, self.endpoints[target_ep].id);
+        let route = match (
+            self.topology.path(plane, from, to),
+            self.topology.path(plane, to, from),
+        ) {
+            (Some(fwd), Some(rev)) => {
+                let mut routers = Vec::new();
+                for h in fwd.iter().chain(&rev) {
+                    if let NodeRef::Router(r) = h.to.node
+                        && !routers.contains(&(r.0 as usize))
+                    {
+                        routers.push(r.0 as usize);
+                    }
                 }
-            })
-            .collect()
+                let channels = fwd
+                    .iter()
+                    .chain(&rev)
+                    .map(|h| self.channel_of_hop(h))
+                    .collect();
+                self.routes.push(Route {
+                    channels,
+                    nfwd: fwd.len(),
+                    routers,
+                });
+                Some((self.routes.len() - 1) as u32)
+            }
+            _ => None,
+        };
+        self.route_index.insert(key, route);
+        route
+    }
+
+    /// The state of channel `ch` as a train starts: its timing, and the
+    /// times its credits are available (earliest first) appended to `ready`,
+    /// exactly `buffer_slots` of them.
+    fn timing_of(&self, ch: ChannelId, ready: &mut Vec<Instant>) -> ChanTiming {
+        let c = &self.channels[ch as usize];
+        let from = ready.len();
+        ready.extend(std::iter::repeat_n(Instant::ZERO, c.credits as usize));
+        ready.extend(c.pending_credits.iter().copied());
+        ready.resize(from + self.config.buffer_slots as usize, Instant::ZERO);
+        ready[from..].sort_unstable();
+        ChanTiming {
+            ch,
+            bandwidth: c.bandwidth,
+            latency: c.latency,
+            header_time: c.header_time,
+            busy_until: c.busy_until,
+            ser: [Duration::ZERO; 3],
+        }
     }
 
     /// Starts transfer `id` of requester `ep` as a train if its path is idle
@@ -454,34 +538,19 @@ impl Fabric {
         {
             return false;
         }
-        let (Some(fwd_hops), Some(rev_hops)) = (
-            self.topology.path(plane, requester, target),
-            self.topology.path(plane, target, requester),
-        ) else {
+        let Some(route_id) = self.route_between(ep, target_ep, plane) else {
             return false;
         };
+        let route = &self.routes[route_id as usize];
         let params = self.train_params(ep, id).expect("transfer exists");
-        let mut routers = Vec::new();
-        for h in fwd_hops.iter().chain(&rev_hops) {
-            if let NodeRef::Router(r) = h.to.node
-                && !routers.contains(&(r.0 as usize))
-            {
-                routers.push(r.0 as usize);
-            }
-        }
-        if routers.iter().any(|&r| !self.routers[r].up) {
+        if route.routers.iter().any(|&r| !self.routers[r].up) {
             return false;
         }
-        let channels: Vec<ChannelId> = fwd_hops
-            .iter()
-            .chain(&rev_hops)
-            .map(|h| self.channel_of_hop(h))
-            .collect();
         // Nothing may be waiting for these channels; a channel still sending
         // the tail of earlier traffic, or with credits on their way back, is
         // fine: the recurrence starts from that exact state.
         let slots = self.config.buffer_slots as usize;
-        let free = channels.iter().all(|&ch| {
+        let free = route.channels.iter().all(|&ch| {
             let c = &self.channels[ch as usize];
             c.up && c.queue.is_empty()
                 && match c.train {
@@ -493,15 +562,20 @@ impl Fabric {
         if !free {
             return false;
         }
-        let mut fwd = self.timing_of(&fwd_hops);
-        let mut rev = self.timing_of(&rev_hops);
-        for c in fwd.iter_mut().chain(rev.iter_mut()) {
+        let nfwd = route.nfwd;
+        let nlegs = route.channels.len();
+        let mut credit_ready = Vec::with_capacity(nlegs * slots);
+        let mut legs = Vec::with_capacity(nlegs);
+        for i in 0..nlegs {
+            let ch = self.routes[route_id as usize].channels[i];
+            let mut c = self.timing_of(ch, &mut credit_ready);
             c.ser = params.sizes.map(|size| c.bandwidth.serialization(size));
+            legs.push(c);
         }
         // On a channel an earlier train of this requester still holds, the
         // recurrence starts from that train's final state there: its packets
         // go first, as they would in the channel's FIFO.
-        for c in fwd.iter_mut().chain(rev.iter_mut()) {
+        for (i, c) in legs.iter_mut().enumerate() {
             let Some(other) = self.channels[c.ch as usize].train else {
                 continue;
             };
@@ -509,19 +583,13 @@ impl Fabric {
                 continue;
             };
             let Some(oev) = o.full.as_ref() else { continue };
-            let state = o
-                .fwd
-                .iter()
-                .zip(&oev.fwd)
-                .chain(o.rev.iter().zip(&oev.rev))
-                .find(|(t, _)| t.ch == c.ch)
-                .map(|(_, st)| st);
-            if let Some(st) = state {
-                c.busy_until = st.last_end;
-                let mut ready = st.credits.clone();
-                ready.sort();
-                c.credit_ready = ready;
-            }
+            let Some(k) = o.legs.iter().position(|t| t.ch == c.ch) else {
+                continue;
+            };
+            c.busy_until = oev.st[k].last_end;
+            let ready = &mut credit_ready[i * slots..(i + 1) * slots];
+            ready.copy_from_slice(&oev.credits[k * slots..(k + 1) * slots]);
+            ready.sort_unstable();
         }
         let train_id = self.next_train;
         self.next_train = self.next_train.wrapping_add(1);
@@ -532,10 +600,10 @@ impl Fabric {
             target,
             transfer: id,
             plane,
-            fwd,
-            rev,
-            channels,
-            routers,
+            route: route_id,
+            legs,
+            nfwd,
+            credit_ready,
             start: now,
             first_packet,
             packets: remaining,
@@ -548,7 +616,7 @@ impl Fabric {
         let end = ev.times.last().map(|p| p.response).unwrap_or(now);
         self.endpoints[ep].counters.dma.train_jumped_packets += ev.jumped;
         train.full = Some(ev);
-        for &ch in &train.channels {
+        for &ch in &self.routes[route_id as usize].channels {
             self.channels[ch as usize].train = Some(train_id);
         }
         self.endpoints[ep].dma.reserved |= train.tids;
@@ -684,22 +752,19 @@ impl Fabric {
             req.counters.responses_in += landed_packets;
         }
         // Requests cross the routers of the forward path, responses those of the reverse path.
-        for c in &train.fwd {
+        for (i, c) in train.legs.iter().enumerate() {
             if let Some(r) = self.channel_router(c.ch) {
-                self.routers[r].counters.routed += sent;
-            }
-        }
-        for c in &train.rev {
-            if let Some(r) = self.channel_router(c.ch) {
-                self.routers[r].counters.routed += landed_packets;
+                self.routers[r].counters.routed +=
+                    if i < train.nfwd { sent } else { landed_packets };
             }
         }
         let slots = self.config.buffer_slots;
-        for (timing, st) in train
-            .fwd
+        let c_len = slots as usize;
+        for ((timing, st), ring) in train
+            .legs
             .iter()
-            .zip(&ev.fwd)
-            .chain(train.rev.iter().zip(&ev.rev))
+            .zip(&ev.st)
+            .zip(ev.credits.chunks_exact(c_len))
         {
             let ch = timing.ch;
             let c = &mut self.channels[ch as usize];
@@ -715,7 +780,7 @@ impl Fabric {
             c.busy_until = c.busy_until.max(st.last_end);
             c.pending_credits.clear();
             c.pending_credits
-                .extend(st.credits.iter().copied().filter(|&t| t > now));
+                .extend(ring.iter().copied().filter(|&t| t > now));
             c.credits = slots.saturating_sub(c.pending_credits.len() as u8);
             // Packets that queued behind the train go as soon as they may.
             if !c.queue.is_empty() {
@@ -755,9 +820,8 @@ impl Fabric {
             t.acked_packets += train.packets;
         }
         self.complete(sched, ep, train.transfer, Ok(()));
-        let chans = train.channels.clone();
-        for ch in chans {
-            self.try_grant(sched, ch);
+        for i in 0..train.legs.len() {
+            self.try_grant(sched, train.legs[i].ch);
         }
         self.pump(sched, ep);
     }
@@ -850,16 +914,11 @@ impl Fabric {
                     },
                 );
             } else {
-                let at = (p.inject + timeout).max(now);
-                sched.schedule(
-                    at,
-                    comp,
-                    FabricEvent::Timeout {
-                        ep: ep as u32,
-                        tid,
-                        serial,
-                    },
-                );
+                let deadline = (p.inject + timeout).max(now);
+                if let Some(slot) = self.endpoints[ep].dma.slots[tid as usize].as_mut() {
+                    slot.deadline = deadline;
+                }
+                self.arm_timer(sched, ep, deadline);
             }
         }
         let t = &self.endpoints[ep].dma.transfers[&transfer];
