@@ -17,7 +17,9 @@
 //! one (at once when the time threshold is 0) — or until a full batch
 //! ([`NicConfig::cq_batch`]) waits. At a signal point the adapter writes the
 //! waiting entries (one fabric transfer per batch) and then one interrupt
-//! message into the processor's interrupt window. A processor that polls
+//! message into the processor's interrupt window. Entries that arrive while
+//! that write is in flight wait for the next signal point, unless a full
+//! batch of them waits, which is written first. A processor that polls
 //! its completion ring without interrupts therefore sees entries at the
 //! same moments; a latency-sensitive queue sets the time threshold to 0.
 //!
@@ -284,6 +286,8 @@ enum Purpose {
         cookie: u32,
         len: u32,
         flags: TxFlags,
+        /// Order among the queue's frames to send.
+        seq: u64,
     },
     CqWrite {
         q: QKey,
@@ -377,6 +381,14 @@ struct Queue {
     /// Entry `i` holds the completion of sequence `rx_seq_completed + i`
     /// once its write finished.
     rx_reorder: VecDeque<Option<Completion>>,
+    /// Frames to send leave for the wire in ring order, whatever order the
+    /// reads of their bytes finish in (reads of one queue may run on both
+    /// planes, or some as transaction-level trains and some packet by
+    /// packet): the next read's sequence number, the next to go, and the
+    /// outcomes of reads that finished early.
+    tx_seq_started: u64,
+    tx_seq_completed: u64,
+    tx_reorder: VecDeque<Option<TxOutcome>>,
     /// Entries of the completion write in flight (given back if the adapter
     /// fails before it lands).
     cq_inflight: Vec<Completion>,
@@ -394,6 +406,37 @@ struct Queue {
     tx_waiting: bool,
     broken: bool,
     counters: QueueCounters,
+}
+
+impl Queue {
+    /// The outcome of the next frame in ring order, if its read finished.
+    fn next_tx_ready(&mut self) -> Option<TxOutcome> {
+        let o = (*self.tx_reorder.front()?)?;
+        self.tx_reorder.pop_front();
+        self.tx_seq_completed += 1;
+        Some(o)
+    }
+
+    /// Transmit slots held by frames waiting for their turn in ring order.
+    fn held_tx_slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.tx_reorder.iter().filter_map(|o| match o {
+            Some(TxOutcome::Sent { slot, .. }) => Some(*slot),
+            _ => None,
+        })
+    }
+}
+
+/// What became of one frame's read, waiting for its turn in ring order.
+#[derive(Debug, Clone, Copy)]
+enum TxOutcome {
+    /// The frame is in transmit slot `slot`: it goes to the wire.
+    Sent {
+        slot: u32,
+        len: u32,
+        done: Completion,
+    },
+    /// The read failed: only its error completion goes out.
+    Failed(Completion),
 }
 
 #[derive(Debug)]
@@ -1364,6 +1407,8 @@ impl Nic {
                 continue;
             }
             let remote = FabricAddr::new(q.buffers.key(), q.buffers.offset().wrapping_add(off));
+            let seq = q.tx_seq_started;
+            q.tx_seq_started += 1;
             let slot = self.tx_free.pop().expect("checked non-empty");
             let req = DmaRequest::read(endpoint, self.layout.tx_slot(slot), remote, len as u64);
             let purpose = Purpose::TxRead {
@@ -1373,8 +1418,13 @@ impl Nic {
                 cookie,
                 len,
                 flags: flags.unwrap_or_default(),
+                seq,
             };
             if !self.start(sched, fabric, req, purpose) {
+                if let Some(q) = self.queue_mut(k) {
+                    // Nothing will complete this sequence number.
+                    q.tx_seq_started -= 1;
+                }
                 self.tx_free.push(slot);
                 self.counters.tx_dma_errors += 1;
                 self.fail_descriptor(
@@ -1549,46 +1599,69 @@ impl Nic {
                 cookie,
                 len,
                 flags,
+                seq,
             } => {
                 let alive = self.queue_mut(k).is_some();
-                if !ok || !alive {
+                let outcome = if !ok || !alive {
                     self.tx_free.push(slot);
                     if !ok {
                         self.counters.tx_dma_errors += 1;
                     }
-                    self.fail_descriptor(
-                        k,
+                    TxOutcome::Failed(completion(
                         CompletionKind::Tx,
                         CompletionStatus::DmaFailed,
                         cookie,
-                        index,
-                    );
-                    self.completions_added(sched, fabric, k);
-                    self.pump_wire(sched, fabric);
-                    return;
-                }
-                if !flags.is_empty() {
-                    if let Ok(m) = fabric.memory_mut(self.endpoint) {
-                        if let Ok(bytes) = m.slice_mut(self.layout.tx_slot(slot), len as u64) {
-                            offload::fill(bytes, flags);
-                        }
-                    }
-                }
-                self.wire.push_back(WireFrame::Slot { slot, len });
-                if let Some(q) = self.queue_mut(k) {
-                    q.counters.tx_sent += 1;
-                    q.cq_pending.push_back(completion(
-                        CompletionKind::Tx,
-                        CompletionStatus::Ok,
-                        cookie,
-                        len,
+                        0,
                         index,
                         CompletionFlags::empty(),
-                    ));
+                    ))
+                } else {
+                    if !flags.is_empty() {
+                        if let Ok(m) = fabric.memory_mut(self.endpoint) {
+                            if let Ok(bytes) = m.slice_mut(self.layout.tx_slot(slot), len as u64) {
+                                offload::fill(bytes, flags);
+                            }
+                        }
+                    }
+                    TxOutcome::Sent {
+                        slot,
+                        len,
+                        done: completion(
+                            CompletionKind::Tx,
+                            CompletionStatus::Ok,
+                            cookie,
+                            len,
+                            index,
+                            CompletionFlags::empty(),
+                        ),
+                    }
+                };
+                if let Some(q) = self.queue_mut(k) {
+                    let at = (seq - q.tx_seq_completed) as usize;
+                    if q.tx_reorder.len() <= at {
+                        q.tx_reorder.resize(at + 1, None);
+                    }
+                    q.tx_reorder[at] = Some(outcome);
+                    // Release every frame whose turn has come.
+                    while let Some(o) = self.queue_mut(k).and_then(Queue::next_tx_ready) {
+                        let q = self.queue_mut(k).expect("just read");
+                        match o {
+                            TxOutcome::Sent { slot, len, done } => {
+                                q.counters.tx_sent += 1;
+                                q.cq_pending.push_back(done);
+                                self.wire.push_back(WireFrame::Slot { slot, len });
+                            }
+                            TxOutcome::Failed(c) => q.cq_pending.push_back(c),
+                        }
+                    }
+                } else if let TxOutcome::Sent { slot, .. } = outcome {
+                    self.tx_free.push(slot);
                 }
                 self.pump_wire(sched, fabric);
                 self.completions_added(sched, fabric, k);
-                self.service_tx(sched, fabric, k);
+                if ok && alive {
+                    self.service_tx(sched, fabric, k);
+                }
             }
             Purpose::CqWrite {
                 q: k, first, phase, ..
@@ -1615,12 +1688,17 @@ impl Nic {
                 q.cq_inflight.clear();
                 q.counters.completions += count as u64;
                 q.irq_pending += count;
-                if (q.signal || q.cq_pending.len() as u32 >= batch) && !q.cq_pending.is_empty() {
+                if q.cq_pending.len() as u32 >= batch {
+                    // A full batch waits: write it first.
                     self.cq_flush(sched, fabric, k);
                     return;
                 }
                 if q.signal {
+                    // The signal point's entries are in the ring: interrupt
+                    // now. Entries that came during the write belong to the
+                    // next moderation period (count or time threshold).
                     self.irq_send(sched, fabric, k);
+                    self.completions_added(sched, fabric, k);
                 }
             }
             Purpose::Irq { q: k, count } => {
@@ -1938,6 +2016,9 @@ impl Nic {
                     rx_seq_started: 0,
                     rx_seq_completed: 0,
                     rx_reorder: VecDeque::new(),
+                    tx_seq_started: 0,
+                    tx_seq_completed: 0,
+                    tx_reorder: VecDeque::new(),
                     cq_inflight: Vec::new(),
                     cq_writing: false,
                     cq_stalled: false,
@@ -1958,6 +2039,7 @@ impl Nic {
                 Some(q) => {
                     self.counters.rx_no_buffer += q.backlog.len() as u64;
                     self.rx_free.extend(q.backlog.iter().map(|f| f.slot));
+                    self.tx_free.extend(q.held_tx_slots());
                     (StatusCode::Ok, 0)
                 }
                 None => (StatusCode::NoSuchQueue, 0),
@@ -2070,6 +2152,7 @@ impl Nic {
             if let Some(q) = q.take() {
                 self.counters.rx_processor_down += q.backlog.len() as u64;
                 self.rx_free.extend(q.backlog.iter().map(|f| f.slot));
+                self.tx_free.extend(q.held_tx_slots());
             }
         }
         self.tx_waiting.retain(|&(pp, _)| pp != i);
