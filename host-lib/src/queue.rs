@@ -71,6 +71,10 @@ pub struct QueueSetup {
     /// Completion ring slots (at least `rx_ring + tx_ring`, so completions
     /// never wait for room).
     pub cq_ring: u32,
+    /// Returned RX chunks are reposted, with one RX doorbell, once this many
+    /// wait (at most a quarter of the ring), or at once when fewer than
+    /// half the ring's slots are posted. 1 reposts at every poll.
+    pub rx_refill_batch: u32,
     /// Interrupt after this many completions …
     pub coalesce_count: u32,
     /// … or this many ns after the first unsignalled one.
@@ -89,6 +93,7 @@ impl Default for QueueSetup {
             rx_ring: 512,
             tx_ring: 256,
             cq_ring: 1024,
+            rx_refill_batch: 32,
             coalesce_count: 32,
             coalesce_ns: 10_000,
             offloads: Offloads::CSUM_IP | Offloads::CSUM_L4,
@@ -331,6 +336,8 @@ pub struct QueuePair {
     tx_posted: u32,
     tx_dirty: bool,
     cq_head: u32,
+    /// Completions taken since the head was last written to the adapter.
+    cq_unreported: u32,
     cq_phase: bool,
     seq: u32,
     pending: Vec<(TransferId, Pending)>,
@@ -377,6 +384,9 @@ impl QueuePair {
                 setup.cq_ring,
                 setup.rx_ring + setup.tx_ring
             ));
+        }
+        if setup.rx_refill_batch == 0 {
+            return bad("rx_refill_batch must be at least 1".into());
         }
         if setup.chunk < 64 || setup.chunk % 64 != 0 || setup.chunk > 65536 {
             return bad(format!(
@@ -514,6 +524,7 @@ impl QueuePair {
             tx_posted: 0,
             tx_dirty: false,
             cq_head: 0,
+            cq_unreported: 0,
             cq_phase: true,
             seq: 0,
             pending: Vec::new(),
@@ -888,6 +899,20 @@ impl QueuePair {
         // First chunks given back by the application, then free chunks,
         // keeping the ring as full as it goes.
         let room = self.setup.rx_ring - 1 - self.rx_posted;
+        let waiting = (self.to_post.len() + self.free.len()).min(room as usize) as u32;
+        if waiting == 0 {
+            return Ok(());
+        }
+        // Repost in batches, as drivers do, so that one doorbell and one
+        // descriptor fetch serve many chunks; never let the ring run low.
+        let batch = self
+            .setup
+            .rx_refill_batch
+            .min(self.setup.rx_ring / 4)
+            .max(1);
+        if waiting < batch && self.rx_posted >= self.setup.rx_ring / 2 {
+            return Ok(());
+        }
         let mut n = 0;
         let mut descs = Vec::new();
         let mut first = self.rx_tail;
@@ -974,7 +999,9 @@ impl QueuePair {
             reaped += 1;
             self.take_completion(&c);
         }
-        if reaped > 0 {
+        self.cq_unreported += reaped as u32;
+        if self.cq_unreported > 0 && self.cq_unreported >= self.cq_report_batch() {
+            self.cq_unreported = 0;
             let head = self.cq_head;
             self.ring(
                 cluster,
@@ -985,6 +1012,17 @@ impl QueuePair {
         self.refill(cluster)?;
         self.flush(cluster)?;
         Ok(reaped)
+    }
+
+    /// How many completions are taken before the head is written back to
+    /// the adapter. The completion ring has `cq_ring - rx_ring - tx_ring`
+    /// slots more than descriptors can ever complete at once; an unreported
+    /// stretch up to half that margin can never make the adapter wait for
+    /// room. With no margin the head is written at every poll.
+    fn cq_report_batch(&self) -> u32 {
+        let s = &self.setup;
+        let margin = s.cq_ring.saturating_sub(s.rx_ring + s.tx_ring);
+        (margin / 2).min(s.cq_ring / 4).max(1)
     }
 
     fn take_completion(&mut self, c: &Completion) {
