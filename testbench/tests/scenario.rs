@@ -430,6 +430,17 @@ fn ring_size_not_a_power_of_two() {
 }
 
 #[test]
+fn rx_refill_of_zero() {
+    expect_issue(
+        &format!("{BASE}adapters:\n  - {{ name: lan0, ip: 198.18.0.10, rx_refill: 0 }}\n"),
+        8,
+        "adapters[0].rx_refill",
+        IssueKind::OutOfRange,
+        "at least 1",
+    );
+}
+
+#[test]
 fn reference_to_a_processor_that_does_not_exist() {
     expect_issue(
         &BASE.replace("port: 23 }", "port: 23, processors: [0, 9] }"),

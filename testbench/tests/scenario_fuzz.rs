@@ -54,6 +54,7 @@ const KEYS: &[&str] = &[
     "role",
     "rx_ring",
     "tx_ring",
+    "rx_refill",
     "coalesce",
     "time",
     "kind",

@@ -193,6 +193,7 @@ pub fn net_config(
     rig.nic.mac.mtu = lan0.mtu;
     rig.queue.rx_ring = lan0.rx_ring;
     rig.queue.tx_ring = lan0.tx_ring;
+    rig.queue.rx_refill_batch = lan0.rx_refill;
     // The completion ring holds a completion for every descriptor, the
     // buffer pool fills both rings, and a buffer holds a whole frame.
     rig.queue.cq_ring = (lan0.rx_ring + lan0.tx_ring).next_power_of_two();

@@ -697,6 +697,10 @@ pub struct Adapter {
     /// Transmit descriptors per queue (default 512; a power of two, 8..=32768).
     #[serde(default = "default_ring")]
     pub tx_ring: u32,
+    /// Returned receive buffers are reposted once this many wait (default
+    /// 32, at most a quarter of `rx_ring`; 1 reposts at every poll).
+    #[serde(default = "default_rx_refill")]
+    pub rx_refill: u32,
     /// Interrupt coalescing.
     #[serde(default)]
     pub coalesce: Coalesce,
@@ -710,6 +714,9 @@ fn default_mtu() -> u32 {
 }
 fn default_ring() -> u32 {
     512
+}
+fn default_rx_refill() -> u32 {
+    32
 }
 
 impl Adapter {
@@ -725,6 +732,7 @@ impl Adapter {
             role: None,
             rx_ring: default_ring(),
             tx_ring: default_ring(),
+            rx_refill: default_rx_refill(),
             coalesce: Coalesce::default(),
         }
     }

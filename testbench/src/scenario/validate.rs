@@ -363,6 +363,13 @@ fn adapters(c: &mut Checker<'_>) {
                 );
             }
         }
+        if a.rx_refill == 0 {
+            c.push(
+                format!("{path}.rx_refill"),
+                IssueKind::OutOfRange,
+                "rx_refill is at least 1 (1 reposts receive buffers at every poll)".to_string(),
+            );
+        }
         for (k, p) in a.fabric_ports.iter().enumerate() {
             if !s.fabric.has_plane(*p) {
                 c.push(
