@@ -178,6 +178,11 @@ pub struct Engine<E> {
     executed: u64,
     /// Earliest pending wake-up per component (indexed by `ComponentId.0`).
     wakes: Vec<Option<Instant>>,
+    /// Queued wake-ups superseded by an earlier one (left in the heap and
+    /// skipped when they come up). When they outnumber the live entries the
+    /// heap is swept, so a component that is woken early again and again
+    /// (and then asks for its far-off timer once more) cannot grow it.
+    stale_wakes: usize,
 }
 
 /// Kind code recorded in the trace for wake-ups.
@@ -194,6 +199,7 @@ impl<E: Traced> Engine<E> {
             seed,
             executed: 0,
             wakes: Vec::new(),
+            stale_wakes: 0,
         }
     }
 
@@ -246,11 +252,28 @@ impl<E: Traced> Engine<E> {
         }
         match self.wakes[idx] {
             Some(t) if t <= at => {}
-            _ => {
+            previous => {
+                if previous.is_some() {
+                    self.stale_wakes += 1;
+                    if self.stale_wakes > 128 && self.stale_wakes > self.queue.len() / 2 {
+                        self.sweep_stale_wakes();
+                    }
+                }
                 self.wakes[idx] = Some(at);
                 self.push(at, component, Payload::Wake);
             }
         }
+    }
+
+    /// Drops superseded wake-ups from the heap. Entries are ordered by
+    /// `(time, sequence)` alone, so the order of what remains is unchanged.
+    fn sweep_stale_wakes(&mut self) {
+        let wakes = &self.wakes;
+        self.queue.retain(|e| match e.payload {
+            Payload::Event(_) => true,
+            Payload::Wake => wakes.get(e.component.0 as usize).copied().flatten() == Some(e.time),
+        });
+        self.stale_wakes = 0;
     }
 
     fn push(&mut self, time: Instant, component: ComponentId, payload: Payload<E>) {
@@ -305,6 +328,7 @@ impl<E: Traced> Engine<E> {
                 Payload::Wake => {
                     let idx = entry.component.0 as usize;
                     if self.wakes.get(idx).copied().flatten() != Some(entry.time) {
+                        self.stale_wakes = self.stale_wakes.saturating_sub(1);
                         continue; // superseded
                     }
                     self.wakes[idx] = None;
@@ -400,6 +424,33 @@ mod tests {
             e.pop(),
             Some((Instant::from_ns(40), Fired::Wake(ComponentId(3))))
         );
+    }
+
+    #[test]
+    fn a_component_woken_early_again_and_again_does_not_grow_the_queue() {
+        // The smoltcp pattern: a far-off timer (3 s), and an early wake-up
+        // at every event; each early one supersedes the pending timer.
+        let mut e: Engine<Ev> = Engine::new(1);
+        let c = ComponentId(7);
+        let mut woken = Vec::new();
+        for i in 0..20_000u64 {
+            e.schedule(e.now() + Duration::from_ns(10), ComponentId(1), Ev(i));
+            e.wake_at(c, e.now() + Duration::from_ms(3_000));
+            e.wake_at(c, e.now() + Duration::from_ns(5));
+            while let Some((at, f)) = e.pop_until(e.now() + Duration::from_ns(10)) {
+                if f == Fired::Wake(c) {
+                    woken.push(at);
+                }
+            }
+            assert!(e.pending() < 300, "{} entries queued", e.pending());
+        }
+        assert_eq!(woken.len(), 20_000, "every early wake-up fired once");
+        assert!(woken.windows(2).all(|w| w[0] < w[1]));
+        // The far-off timer asked for last still fires.
+        e.wake_at(c, e.now() + Duration::from_ms(3_000));
+        let last = e.now() + Duration::from_ms(3_000);
+        assert_eq!(e.pop(), Some((last, Fired::Wake(c))));
+        assert_eq!(e.pop(), None);
     }
 
     #[test]
