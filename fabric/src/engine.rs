@@ -176,8 +176,11 @@ pub struct Engine<E> {
     trace: TraceHash,
     seed: u64,
     executed: u64,
-    /// Earliest pending wake-up per component (indexed by `ComponentId.0`).
-    wakes: Vec<Option<Instant>>,
+    /// Earliest pending wake-up per component (indexed by `ComponentId.0`):
+    /// its time and the sequence number of its queue entry. Any other wake-up
+    /// entry of the component is stale, even one at the same time (a timer
+    /// asked for again after an early wake-up superseded it).
+    wakes: Vec<Option<(Instant, u64)>>,
     /// Queued wake-ups superseded by an earlier one (left in the heap and
     /// skipped when they come up). When they outnumber the live entries the
     /// heap is swept, so a component that is woken early again and again
@@ -251,7 +254,7 @@ impl<E: Traced> Engine<E> {
             self.wakes.resize(idx + 1, None);
         }
         match self.wakes[idx] {
-            Some(t) if t <= at => {}
+            Some((t, _)) if t <= at => {}
             previous => {
                 if previous.is_some() {
                     self.stale_wakes += 1;
@@ -259,7 +262,7 @@ impl<E: Traced> Engine<E> {
                         self.sweep_stale_wakes();
                     }
                 }
-                self.wakes[idx] = Some(at);
+                self.wakes[idx] = Some((at, self.seq));
                 self.push(at, component, Payload::Wake);
             }
         }
@@ -271,7 +274,9 @@ impl<E: Traced> Engine<E> {
         let wakes = &self.wakes;
         self.queue.retain(|e| match e.payload {
             Payload::Event(_) => true,
-            Payload::Wake => wakes.get(e.component.0 as usize).copied().flatten() == Some(e.time),
+            Payload::Wake => {
+                wakes.get(e.component.0 as usize).copied().flatten() == Some((e.time, e.seq))
+            }
         });
         self.stale_wakes = 0;
     }
@@ -327,7 +332,7 @@ impl<E: Traced> Engine<E> {
                 }
                 Payload::Wake => {
                     let idx = entry.component.0 as usize;
-                    if self.wakes.get(idx).copied().flatten() != Some(entry.time) {
+                    if self.wakes.get(idx).copied().flatten() != Some((entry.time, entry.seq)) {
                         self.stale_wakes = self.stale_wakes.saturating_sub(1);
                         continue; // superseded
                     }
@@ -451,6 +456,26 @@ mod tests {
         let last = e.now() + Duration::from_ms(3_000);
         assert_eq!(e.pop(), Some((last, Fired::Wake(c))));
         assert_eq!(e.pop(), None);
+    }
+
+    #[test]
+    fn a_timer_asked_for_again_after_an_early_wake_up_stays_one_entry() {
+        // The same absolute timer (a TCP timeout at 3 s) asked for again
+        // after every early wake-up: the superseded copies at the very same
+        // time are stale too, are swept, and the timer fires once.
+        let mut e: Engine<Ev> = Engine::new(1);
+        let c = ComponentId(7);
+        let far = Instant::from_ns(3_000_000_000);
+        for i in 0..20_000u64 {
+            e.schedule(e.now() + Duration::from_ns(10), ComponentId(1), Ev(i));
+            e.wake_at(c, far);
+            e.wake_at(c, e.now() + Duration::from_ns(5));
+            while e.pop_until(e.now() + Duration::from_ns(10)).is_some() {}
+            assert!(e.pending() < 300, "{} entries queued", e.pending());
+        }
+        e.wake_at(c, far);
+        let fired: Vec<_> = std::iter::from_fn(|| e.pop()).collect();
+        assert_eq!(fired, vec![(far, Fired::Wake(c))]);
     }
 
     #[test]
