@@ -508,6 +508,7 @@ pub struct Fabric {
     buffers: BufferPool,
     /// Routes trains use, computed on first use (see `route_between`).
     routes: Vec<train::Route>,
+    train_spares: train::TrainSpares,
     route_index: std::collections::HashMap<(u32, u32, u8), Option<u32>>,
     rng: SimRng,
     completions: Vec<DmaCompletion>,
@@ -639,6 +640,7 @@ impl Fabric {
             free_packets: Vec::new(),
             buffers: BufferPool::default(),
             routes: Vec::new(),
+            train_spares: train::TrainSpares::default(),
             route_index: std::collections::HashMap::new(),
             rng,
             completions: Vec::new(),

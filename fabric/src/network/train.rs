@@ -62,6 +62,41 @@ impl Route {
     }
 }
 
+/// Vectors of trains that ended, kept for the next ones so that starting
+/// a train costs no allocation.
+#[derive(Debug, Default)]
+pub(super) struct TrainSpares {
+    legs: Vec<(Vec<ChanTiming>, Vec<Instant>)>,
+    evaluations: Vec<Evaluation>,
+}
+
+impl TrainSpares {
+    /// At most this many of each are kept.
+    const KEEP: usize = 64;
+
+    fn legs(&mut self) -> (Vec<ChanTiming>, Vec<Instant>) {
+        let (mut legs, mut ready) = self.legs.pop().unwrap_or_default();
+        legs.clear();
+        ready.clear();
+        (legs, ready)
+    }
+
+    fn evaluation(&mut self) -> Evaluation {
+        self.evaluations.pop().unwrap_or_default()
+    }
+
+    fn give_back(&mut self, train: Train, ev: Evaluation) {
+        if self.legs.len() < Self::KEEP {
+            self.legs.push((train.legs, train.credit_ready));
+        }
+        for ev in [Some(ev), train.full].into_iter().flatten() {
+            if self.evaluations.len() < Self::KEEP {
+                self.evaluations.push(ev);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct ChanTiming {
     ch: ChannelId,
@@ -136,8 +171,8 @@ impl Train {
 }
 
 /// Result of evaluating the recurrence over a prefix of a train.
-#[derive(Debug)]
-struct Evaluation {
+#[derive(Debug, Default)]
+pub(super) struct Evaluation {
     /// Per leg of the train (forward path first).
     st: Vec<ChanState>,
     /// Credit-return rings, C entries per leg.
@@ -293,28 +328,32 @@ fn jump(
     ev.jumped += m as u64;
 }
 
-fn evaluate(train: &Train, p: &Params, stop_before: Option<Instant>) -> Evaluation {
+/// Evaluates the recurrence over `train` (up to `stop_before`), in the
+/// vectors of `ev`, an evaluation no longer needed (or a fresh one).
+fn evaluate(
+    train: &Train,
+    p: &Params,
+    stop_before: Option<Instant>,
+    mut ev: Evaluation,
+) -> Evaluation {
     // The train may have in flight as many packets as it holds IDs.
     let p = &Params {
         window: (train.tids.count_ones() as usize).max(1),
         ..*p
     };
-    let mut ev = Evaluation {
-        st: train
-            .legs
-            .iter()
-            .map(|c| ChanState {
-                last_end: c.busy_until,
-                packets: 0,
-                bytes: 0,
-                busy_ps: 0,
-                last_busy: 0,
-            })
-            .collect(),
-        credits: train.credit_ready.clone(),
-        times: Vec::with_capacity(train.packets as usize),
-        jumped: 0,
-    };
+    ev.st.clear();
+    ev.st.extend(train.legs.iter().map(|c| ChanState {
+        last_end: c.busy_until,
+        packets: 0,
+        bytes: 0,
+        busy_ps: 0,
+        last_busy: 0,
+    }));
+    ev.credits.clear();
+    ev.credits.extend_from_slice(&train.credit_ready);
+    ev.times.clear();
+    ev.times.reserve(train.packets as usize);
+    ev.jumped = 0;
     let (nfwd, c) = (train.nfwd, p.credits);
     let (fwd, rev) = train.legs.split_at(nfwd);
     let n = train.packets as usize;
@@ -564,8 +603,7 @@ impl Fabric {
         }
         let nfwd = route.nfwd;
         let nlegs = route.channels.len();
-        let mut credit_ready = Vec::with_capacity(nlegs * slots);
-        let mut legs = Vec::with_capacity(nlegs);
+        let (mut legs, mut credit_ready) = self.train_spares.legs();
         for i in 0..nlegs {
             let ch = self.routes[route_id as usize].channels[i];
             let mut c = self.timing_of(ch, &mut credit_ready);
@@ -612,7 +650,7 @@ impl Fabric {
             id: train_id,
             landed: 0,
         };
-        let ev = evaluate(&train, &params, None);
+        let ev = evaluate(&train, &params, None, self.train_spares.evaluation());
         let end = ev.times.last().map(|p| p.response).unwrap_or(now);
         self.endpoints[ep].counters.dma.train_jumped_packets += ev.jumped;
         train.full = Some(ev);
@@ -810,7 +848,7 @@ impl Fabric {
         // touched the train's channels since (anything that would have split it).
         let ev = match train.full.take() {
             Some(ev) => ev,
-            None => evaluate(&train, &params, None),
+            None => evaluate(&train, &params, None, self.train_spares.evaluation()),
         };
         self.settle_train(sched, &train, &ev, |_| true);
         let ep = train.ep;
@@ -823,6 +861,7 @@ impl Fabric {
         for i in 0..train.legs.len() {
             self.try_grant(sched, train.legs[i].ch);
         }
+        self.train_spares.give_back(train, ev);
         self.pump(sched, ep);
     }
 
@@ -843,7 +882,7 @@ impl Fabric {
         let Some(params) = self.train_params(train.ep, train.transfer) else {
             return;
         };
-        let ev = evaluate(&train, &params, Some(now));
+        let ev = evaluate(&train, &params, Some(now), self.train_spares.evaluation());
         let committed = ev.times.len() as u64;
         let ep = train.ep;
         self.endpoints[ep].counters.dma.train_splits += 1;
@@ -921,6 +960,7 @@ impl Fabric {
                 self.arm_timer(sched, ep, deadline);
             }
         }
+        self.train_spares.give_back(train, ev);
         let t = &self.endpoints[ep].dma.transfers[&transfer];
         if t.acked_packets == t.total_packets {
             self.complete(sched, ep, transfer, Ok(()));
