@@ -36,6 +36,17 @@ fn server(rig: &mut NetRig, p: usize, port: u16) -> SocketHandle {
     stack.sockets.add(s)
 }
 
+/// Appends everything `s` has received to `out`.
+fn drain(s: &mut tcp::Socket, out: &mut Vec<u8>) {
+    let mut chunk = vec![0u8; 32768];
+    while let Ok(n) = s.recv_slice(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+}
+
 fn conversation(remote: IpAddress) {
     let mut rig = NetRig::new(RigConfig::default(), 1).unwrap();
     let srv = server(&mut rig, 2, 80);
@@ -80,14 +91,7 @@ fn conversation(remote: IpAddress) {
     for _ in 0..50 {
         rig.run_for(Duration::from_ms(1));
         let stack = rig.hosts.stack_mut(2).unwrap();
-        let s = stack.sockets.get_mut::<tcp::Socket>(srv);
-        let mut chunk = vec![0u8; 8192];
-        while let Ok(n) = s.recv_slice(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&chunk[..n]);
-        }
+        drain(stack.sockets.get_mut::<tcp::Socket>(srv), &mut got);
         if got.len() >= request.len() {
             break;
         }
@@ -103,14 +107,10 @@ fn conversation(remote: IpAddress) {
     let mut back = Vec::new();
     for _ in 0..50 {
         rig.run_for(Duration::from_ms(1));
-        let s = rig.hosts.clients[0].sockets.get_mut::<tcp::Socket>(cli);
-        let mut chunk = vec![0u8; 32768];
-        while let Ok(n) = s.recv_slice(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            back.extend_from_slice(&chunk[..n]);
-        }
+        drain(
+            rig.hosts.clients[0].sockets.get_mut::<tcp::Socket>(cli),
+            &mut back,
+        );
         if back.len() >= reply.len() {
             break;
         }

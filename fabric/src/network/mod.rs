@@ -506,10 +506,11 @@ pub struct Fabric {
     packets: Vec<Option<InFlight>>,
     free_packets: Vec<PacketSlot>,
     buffers: BufferPool,
-    /// Routes trains use, computed on first use (see `route_between`).
+    /// Routes trains use, computed on first use (see `route_between`), and
+    /// their index by (requester, target, plane).
     routes: Vec<train::Route>,
-    train_spares: train::TrainSpares,
     route_index: std::collections::HashMap<(u32, u32, u8), Option<u32>>,
+    train_spares: train::TrainSpares,
     rng: SimRng,
     completions: Vec<DmaCompletion>,
     trains: std::collections::BTreeMap<u32, Train>,
@@ -640,8 +641,8 @@ impl Fabric {
             free_packets: Vec::new(),
             buffers: BufferPool::default(),
             routes: Vec::new(),
-            train_spares: train::TrainSpares::default(),
             route_index: std::collections::HashMap::new(),
+            train_spares: train::TrainSpares::default(),
             rng,
             completions: Vec::new(),
             trains: std::collections::BTreeMap::new(),

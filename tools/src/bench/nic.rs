@@ -37,6 +37,8 @@ struct Run {
     offered: u64,
     delivered: u64,
     copies_per_frame: f64,
+    /// Engine events executed per offered frame.
+    events_per_frame: f64,
 }
 
 /// Saturates a `speed` port with `frame_len`-byte frames spread over four
@@ -76,6 +78,7 @@ fn saturate(speed: LinkSpeed, frame_len: usize, fabric_mb_s: u64, virtual_time: 
     let start_virtual = rig.cluster.now();
     let end = start_virtual + virtual_time;
     let mut offered = 0u64;
+    let events_before = rig.cluster.engine.events_executed();
     let wall = WallInstant::now();
     while rig.cluster.now() < end {
         // Keep the client's link busy: queue the next step's frames.
@@ -98,8 +101,10 @@ fn saturate(speed: LinkSpeed, frame_len: usize, fabric_mb_s: u64, virtual_time: 
         .iter()
         .flat_map(|p| p.queues().iter().map(|q| q.counters().payload_copy_bytes))
         .sum();
+    let events = rig.cluster.engine.events_executed() - events_before;
     Run {
         rtf: virtual_s / wall_s,
+        events_per_frame: events as f64 / offered.max(1) as f64,
         offered,
         delivered,
         copies_per_frame: if consumed_bytes > 0 {
@@ -146,6 +151,11 @@ pub fn figures(budget: Budget) -> Vec<Figure> {
         }
         out.push(Figure::plain(name, r.rtf, "virtual s per wall s").with_target(1.0));
     }
+    out.push(Figure::plain(
+        "nic.events_per_frame_1gbe_64b",
+        small.events_per_frame,
+        "engine events per offered frame",
+    ));
     out.push(Figure::plain(
         "nic.copies_per_frame",
         small.copies_per_frame,
