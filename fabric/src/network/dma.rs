@@ -206,7 +206,7 @@ pub(super) struct Transfer {
     pub(super) retries: u32,
     pub(super) failovers: u32,
     pub(super) failed: bool,
-    pub(super) in_train: Option<u32>,
+    pub(super) in_train: Option<super::TrainId>,
     pub(super) used_train: bool,
 }
 

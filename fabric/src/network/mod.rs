@@ -35,11 +35,15 @@
 //! packet-level model's (see the equivalence tests). If other traffic asks
 //! for a reserved channel, or a fault hits the path, or the target's AVT
 //! changes, the train is *split*: packets already injected keep their
-//! computed times (they are ahead of the newcomer, which can therefore wait
-//! at most the in-flight packets of one window longer than under pure
-//! packet-level arbitration), and the rest of the transfer continues
-//! packet by packet. Within a train, data becomes visible in the target's
-//! memory at the train's end (or split) instead of packet by packet.
+//! computed times on every channel they still have to cross (they stay
+//! ahead of the newcomer there, even where packet-level arbitration would
+//! let the newcomer pass first), and the rest of the transfer continues
+//! packet by packet. A train of another requester may likewise follow a
+//! single-packet train whose packet has left, on the state such a split
+//! would leave (see `Train::single_packet_sent`). Within a train, data becomes
+//! visible in the target's memory at the train's end (or split) instead of
+//! packet by packet. The deviation from pure packet level that this costs
+//! under contention is measured by a test (see docs/ARCHITECTURE.md).
 
 mod dma;
 mod train;
@@ -59,7 +63,8 @@ use crate::time::{Duration, Instant};
 use crate::topology::{NodeRef, PortRef, RouterId, Topology};
 
 use dma::DmaEngine;
-use train::Train;
+pub use train::TrainId;
+use train::TrainTable;
 
 /// Settings of the fabric model. Every field has a sensible default.
 #[derive(Debug, Clone)]
@@ -234,12 +239,12 @@ pub enum FabricEvent {
     /// A train (transaction-level burst) completes.
     TrainDone {
         /// Train ID.
-        train: u32,
+        train: TrainId,
     },
     /// The request of a train's write into an interrupt window arrives.
     TrainLand {
         /// Train ID.
-        train: u32,
+        train: TrainId,
     },
 }
 
@@ -272,9 +277,7 @@ impl Traced for FabricEvent {
             FabricEvent::TrainAck { ep, tid, serial } => {
                 (((ep as u64) << 8) | tid as u64, serial as u64)
             }
-            FabricEvent::TrainDone { train } | FabricEvent::TrainLand { train } => {
-                (train as u64, 0)
-            }
+            FabricEvent::TrainDone { train } | FabricEvent::TrainLand { train } => (train.0, 0),
         }
     }
 }
@@ -444,7 +447,7 @@ struct Channel {
     /// only while a queued packet waits for the channel or a credit.
     wake: Option<Instant>,
     /// The train holding this channel, if any.
-    train: Option<u32>,
+    train: Option<TrainId>,
     counters: ChannelCounters,
 }
 
@@ -513,10 +516,12 @@ pub struct Fabric {
     train_spares: train::TrainSpares,
     rng: SimRng,
     completions: Vec<DmaCompletion>,
-    trains: std::collections::BTreeMap<u32, Train>,
-    next_train: u32,
+    trains: TrainTable,
     next_transfer: u64,
     force_packet_level: bool,
+    /// Whether a train may follow another requester's single-packet train
+    /// whose packet has left (off only to check the rule against splitting).
+    chain_across_requesters: bool,
     /// Endpoints that received an interrupt since the last `take_signals`.
     signals: Vec<EndpointId>,
     /// Packets delivered to endpoints, when capturing.
@@ -645,10 +650,10 @@ impl Fabric {
             train_spares: train::TrainSpares::default(),
             rng,
             completions: Vec::new(),
-            trains: std::collections::BTreeMap::new(),
-            next_train: 0,
+            trains: TrainTable::default(),
             next_transfer: 1,
             force_packet_level: false,
+            chain_across_requesters: true,
             signals: Vec::new(),
             capture: None,
         })
@@ -680,6 +685,13 @@ impl Fabric {
     /// packet captures) or back on (if the configuration allows it).
     pub fn set_packet_level(&mut self, on: bool) {
         self.force_packet_level = on;
+    }
+
+    /// Lets a train follow another requester's train (the default) or not,
+    /// in which case the newcomer runs packet by packet and splits it.
+    #[cfg(test)]
+    pub(crate) fn set_chain_across_requesters(&mut self, on: bool) {
+        self.chain_across_requesters = on;
     }
 
     /// Starts or stops recording every packet delivered to an endpoint
@@ -1359,17 +1371,13 @@ impl Fabric {
         );
         // Split trains that use the component.
         let routers = self.routers_of(target);
-        let affected: Vec<u32> = self
-            .trains
-            .iter()
-            .filter_map(|(&i, t)| {
-                let route = &self.routes[t.route as usize];
-                let hit = route.channels().iter().any(|c| chans.contains(c))
-                    || route.routers().iter().any(|r| routers.contains(r))
-                    || matches!(target, FaultTarget::Endpoint(e) if t.involves(e));
-                hit.then_some(i)
-            })
-            .collect();
+        let routes = &self.routes;
+        let affected = self.trains.ids_where(|t| {
+            let route = &routes[t.route() as usize];
+            route.channels().iter().any(|c| chans.contains(c))
+                || route.routers().iter().any(|r| routers.contains(r))
+                || matches!(target, FaultTarget::Endpoint(e) if t.involves(e))
+        });
         for t in affected {
             self.split_train(sched, t, train::SplitCause::Fault);
         }

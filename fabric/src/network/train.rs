@@ -97,6 +97,110 @@ impl TrainSpares {
     }
 }
 
+/// Names a train: the slot it occupies in the [`TrainTable`] and that
+/// slot's generation, so an event of a train that ended (a split one's
+/// `TrainDone`) never reaches the train that took its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TrainId(pub u64);
+
+impl TrainId {
+    fn new(slot: u32, generation: u32) -> Self {
+        TrainId(((generation as u64) << 32) | slot as u64)
+    }
+    fn slot(self) -> usize {
+        (self.0 & 0xFFFF_FFFF) as usize
+    }
+    fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+/// The running trains, in slots reused as trains end, so that starting and
+/// ending one neither allocates nor moves the others.
+#[derive(Debug, Default)]
+pub(super) struct TrainTable {
+    slots: Vec<(u32, Option<Train>)>,
+    free: Vec<u32>,
+    live: usize,
+    /// Trains started so far: the creation order of the running ones.
+    started: u64,
+}
+
+impl TrainTable {
+    pub(super) fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Puts `train` in a free slot and gives it its ID and rank.
+    fn insert(&mut self, mut train: Train) -> TrainId {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push((0, None));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let entry = &mut self.slots[slot as usize];
+        let id = TrainId::new(slot, entry.0);
+        train.id = id;
+        train.order = self.started;
+        entry.1 = Some(train);
+        self.started += 1;
+        self.live += 1;
+        id
+    }
+
+    pub(super) fn get(&self, id: TrainId) -> Option<&Train> {
+        match self.slots.get(id.slot()) {
+            Some((g, Some(t))) if *g == id.generation() => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Takes the train out of its slot, which stays reserved for it until
+    /// [`TrainTable::give_back`].
+    fn lend(&mut self, id: TrainId) -> Option<Train> {
+        match self.slots.get_mut(id.slot()) {
+            Some((g, t)) if *g == id.generation() => t.take(),
+            _ => None,
+        }
+    }
+
+    fn give_back(&mut self, id: TrainId, train: Train) {
+        if let Some((g, t)) = self.slots.get_mut(id.slot())
+            && *g == id.generation()
+        {
+            *t = Some(train);
+        }
+    }
+
+    /// Takes the train out for good; its slot goes to a later train.
+    fn remove(&mut self, id: TrainId) -> Option<Train> {
+        let entry = self.slots.get_mut(id.slot())?;
+        if entry.0 != id.generation() {
+            return None;
+        }
+        let train = entry.1.take()?;
+        entry.0 = entry.0.wrapping_add(1);
+        self.free.push(id.slot() as u32);
+        self.live -= 1;
+        Some(train)
+    }
+
+    /// IDs of the running trains that satisfy `pred`, oldest first.
+    pub(super) fn ids_where(&self, mut pred: impl FnMut(&Train) -> bool) -> Vec<TrainId> {
+        let mut hits: Vec<(u64, TrainId)> = self
+            .slots
+            .iter()
+            .filter_map(|(_, t)| t.as_ref())
+            .filter(|t| pred(t))
+            .map(|t| (t.order, t.id))
+            .collect();
+        hits.sort_unstable();
+        hits.into_iter().map(|(_, id)| id).collect()
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct ChanTiming {
     ch: ChannelId,
@@ -139,7 +243,7 @@ pub(super) struct Train {
     transfer: TransferId,
     plane: Plane,
     /// Index of the train's [`Route`] in `Fabric::routes`.
-    pub(super) route: u32,
+    route: u32,
     /// Timing of each channel of the route, forward path first.
     legs: Vec<ChanTiming>,
     /// How many of `legs` are the forward path's.
@@ -157,14 +261,36 @@ pub(super) struct Train {
     /// Transaction IDs reserved for the train's packets (one bit per TID);
     /// their number is the train's window of packets in flight.
     tids: u16,
-    /// The train's ID (its key in `Fabric::trains`).
-    id: u32,
+    /// The train's ID (its slot in `Fabric::trains`).
+    pub(super) id: TrainId,
+    /// Its rank among the trains started (splits after a fault go oldest first).
+    order: u64,
     /// Packets whose data already landed (a write into an interrupt window
     /// lands when its request arrives, with its interrupt).
     landed: u64,
 }
 
 impl Train {
+    /// Whether this is a single-packet train whose packet left its
+    /// requester before `now`. A split now would commit that packet as
+    /// computed (see [`Fabric::split_train`]), so a train of another
+    /// requester may follow it on shared channels from the state the split
+    /// would leave. (Trains of several packets are split instead: their
+    /// packets would hold a newcomer back for longer.)
+    fn single_packet_sent(&self, now: Instant) -> bool {
+        self.packets == 1
+            && self
+                .full
+                .as_ref()
+                .and_then(|ev| ev.times.first())
+                .is_some_and(|p| p.inject < now)
+    }
+
+    /// The route it runs on.
+    pub(super) fn route(&self) -> u32 {
+        self.route
+    }
+
     pub(super) fn involves(&self, e: EndpointId) -> bool {
         self.requester == e || self.target == e
     }
@@ -594,8 +720,11 @@ impl Fabric {
             c.up && c.queue.is_empty()
                 && match c.train {
                     None => c.credits as usize + c.pending_credits.len() == slots,
-                    // A train of the same requester: this one follows it.
-                    Some(other) => self.trains.get(&other).is_some_and(|o| o.ep == ep),
+                    // A train of the same requester, or another's single
+                    // packet already on its way: this one follows it.
+                    Some(other) => self.trains.get(other).is_some_and(|o| {
+                        o.ep == ep || (self.chain_across_requesters && o.single_packet_sent(now))
+                    }),
                 }
         });
         if !free {
@@ -617,7 +746,7 @@ impl Fabric {
             let Some(other) = self.channels[c.ch as usize].train else {
                 continue;
             };
-            let Some(o) = self.trains.get(&other) else {
+            let Some(o) = self.trains.get(other) else {
                 continue;
             };
             let Some(oev) = o.full.as_ref() else { continue };
@@ -629,8 +758,6 @@ impl Fabric {
             ready.copy_from_slice(&oev.credits[k * slots..(k + 1) * slots]);
             ready.sort_unstable();
         }
-        let train_id = self.next_train;
-        self.next_train = self.next_train.wrapping_add(1);
         let mut train = Train {
             ep,
             target_ep,
@@ -647,17 +774,25 @@ impl Fabric {
             packets: remaining,
             full: None,
             tids,
-            id: train_id,
+            id: TrainId(0), // given by the table
+            order: 0,
             landed: 0,
         };
         let ev = evaluate(&train, &params, None, self.train_spares.evaluation());
         let end = ev.times.last().map(|p| p.response).unwrap_or(now);
         self.endpoints[ep].counters.dma.train_jumped_packets += ev.jumped;
         train.full = Some(ev);
+        let deliver = train
+            .full
+            .as_ref()
+            .and_then(|ev| ev.times.first())
+            .map_or(end, |p| p.deliver);
+        let tids = train.tids;
+        let train_id = self.trains.insert(train);
         for &ch in &self.routes[route_id as usize].channels {
             self.channels[ch as usize].train = Some(train_id);
         }
-        self.endpoints[ep].dma.reserved |= train.tids;
+        self.endpoints[ep].dma.reserved |= tids;
         let t = self.endpoints[ep]
             .dma
             .transfers
@@ -670,15 +805,9 @@ impl Fabric {
         let comp = self.component_of_endpoint(ep);
         sched.note(comp, note::TRAIN_START, (id.0, remaining));
         if interrupt {
-            let deliver = train
-                .full
-                .as_ref()
-                .and_then(|ev| ev.times.first())
-                .map_or(end, |p| p.deliver);
             sched.schedule(deliver, comp, FabricEvent::TrainLand { train: train_id });
         }
         sched.schedule(end, comp, FabricEvent::TrainDone { train: train_id });
-        self.trains.insert(train_id, train);
         true
     }
 
@@ -757,8 +886,8 @@ impl Fabric {
 
     /// The request of a train's single write into an interrupt window
     /// arrives: its data lands and its interrupt is raised now.
-    pub(super) fn land_train<S: Scheduler<FabricEvent>>(&mut self, sched: &mut S, id: u32) {
-        let Some(mut train) = self.trains.remove(&id) else {
+    pub(super) fn land_train<S: Scheduler<FabricEvent>>(&mut self, sched: &mut S, id: TrainId) {
+        let Some(mut train) = self.trains.lend(id) else {
             return;
         };
         let now = sched.now();
@@ -766,7 +895,7 @@ impl Fabric {
             train.landed += self.land(sched, &train, &ev, |p| p.deliver <= now);
             train.full = Some(ev);
         }
-        self.trains.insert(id, train);
+        self.trains.give_back(id, train);
     }
 
     fn settle_train<S: Scheduler<FabricEvent>>(
@@ -837,8 +966,8 @@ impl Fabric {
     }
 
     /// The train's last response arrived.
-    pub(super) fn finish_train<S: Scheduler<FabricEvent>>(&mut self, sched: &mut S, id: u32) {
-        let Some(mut train) = self.trains.remove(&id) else {
+    pub(super) fn finish_train<S: Scheduler<FabricEvent>>(&mut self, sched: &mut S, id: TrainId) {
+        let Some(mut train) = self.trains.remove(id) else {
             return;
         };
         let Some(params) = self.train_params(train.ep, train.transfer) else {
@@ -872,10 +1001,10 @@ impl Fabric {
     pub(super) fn split_train<S: Scheduler<FabricEvent>>(
         &mut self,
         sched: &mut S,
-        id: u32,
+        id: TrainId,
         cause: SplitCause,
     ) {
-        let Some(train) = self.trains.remove(&id) else {
+        let Some(train) = self.trains.remove(id) else {
             return;
         };
         let now = sched.now();
@@ -975,11 +1104,7 @@ impl Fabric {
         sched: &mut S,
         owner: EndpointId,
     ) {
-        let ids: Vec<u32> = self
-            .trains
-            .iter()
-            .filter_map(|(&i, t)| (t.target == owner).then_some(i))
-            .collect();
+        let ids = self.trains.ids_where(|t| t.target == owner);
         for id in ids {
             self.split_train(sched, id, SplitCause::Contention);
         }
