@@ -995,7 +995,7 @@ fn chained_trains_of_one_requester_match_packet_level_timing() {
                     len,
                 );
                 ids.push(s.start_dma(ep(C), req).unwrap());
-                if gap_ns > 0 && false {
+                if gap_ns > 0 {
                     s.run_until(s.now() + Duration::from_ns(gap_ns));
                 }
             }
