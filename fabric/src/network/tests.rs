@@ -1107,8 +1107,8 @@ fn a_train_follows_another_requesters_single_packet_train() {
         ((C, A, 4000), (A, C, 16), 500),
     ];
     for (first, second, gap_ns) in cases {
-        let (split, splits) = staggered_writes(&[first, second], &[gap_ns], false);
-        let (chained, chained_splits) = staggered_writes(&[first, second], &[gap_ns], true);
+        let (split, splits) = staggered_writes(&[first, second], &[gap_ns], Mode::SplitOnly);
+        let (chained, chained_splits) = staggered_writes(&[first, second], &[gap_ns], Mode::Follow);
         let what = format!("{first:?} then {second:?} after {gap_ns} ns");
         assert_eq!(chained.0, split.0, "{what}");
         // At the first's start instant its packet has not left yet.
@@ -1154,9 +1154,9 @@ fn trains_following_other_requesters_stay_close_to_packet_level() {
             writes.push((from, to, 1 + next(512)));
         }
         let gaps = [next(1500), next(1500)];
-        let (exact, _) = staggered_writes_with(&writes, &gaps, Mode::PacketLevel);
-        let (split, splits) = staggered_writes_with(&writes, &gaps, Mode::SplitOnly);
-        let (chained, chained_splits) = staggered_writes_with(&writes, &gaps, Mode::Follow);
+        let (exact, _) = staggered_writes(&writes, &gaps, Mode::PacketLevel);
+        let (split, splits) = staggered_writes(&writes, &gaps, Mode::SplitOnly);
+        let (chained, chained_splits) = staggered_writes(&writes, &gaps, Mode::Follow);
         followed += (chained_splits < splits) as usize;
         split_dev += deviation(&split.0, &exact.0);
         chain_dev += deviation(&chained.0, &exact.0);
@@ -1177,23 +1177,10 @@ enum Mode {
     Follow,
 }
 
-fn staggered_writes(
-    writes: &[(u32, u32, u64)],
-    gaps: &[u64],
-    follow: bool,
-) -> ((Vec<Instant>, usize), u64) {
-    let mode = if follow {
-        Mode::Follow
-    } else {
-        Mode::SplitOnly
-    };
-    staggered_writes_with(writes, gaps, mode)
-}
-
 /// Runs `writes` (requester, target, length), started `gaps` ns apart, in
 /// `mode`; checks every one landed and returns their completion times in
 /// start order, how many ran as trains, and the number of splits.
-fn staggered_writes_with(
+fn staggered_writes(
     writes: &[(u32, u32, u64)],
     gaps: &[u64],
     mode: Mode,

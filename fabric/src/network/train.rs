@@ -782,11 +782,14 @@ impl Fabric {
         let end = ev.times.last().map(|p| p.response).unwrap_or(now);
         self.endpoints[ep].counters.dma.train_jumped_packets += ev.jumped;
         train.full = Some(ev);
-        let deliver = train
-            .full
-            .as_ref()
-            .and_then(|ev| ev.times.first())
-            .map_or(end, |p| p.deliver);
+        // A write into an interrupt window lands when its request arrives.
+        let land_at = interrupt.then(|| {
+            train
+                .full
+                .as_ref()
+                .and_then(|ev| ev.times.first())
+                .map_or(end, |p| p.deliver)
+        });
         let tids = train.tids;
         let train_id = self.trains.insert(train);
         for &ch in &self.routes[route_id as usize].channels {
@@ -804,8 +807,8 @@ impl Fabric {
         self.endpoints[ep].counters.dma.trains += 1;
         let comp = self.component_of_endpoint(ep);
         sched.note(comp, note::TRAIN_START, (id.0, remaining));
-        if interrupt {
-            sched.schedule(deliver, comp, FabricEvent::TrainLand { train: train_id });
+        if let Some(at) = land_at {
+            sched.schedule(at, comp, FabricEvent::TrainLand { train: train_id });
         }
         sched.schedule(end, comp, FabricEvent::TrainDone { train: train_id });
         true
