@@ -372,10 +372,18 @@ impl NetHosts {
         let sockets = self.sockets[i].as_mut()?;
         let qps = self.processors[i].queues_mut();
         let before = sockets.stack.counters().rx_frames + sockets.stack.counters().tx_frames;
-        let r = sockets.stack.poll_queues(cluster, qps, &roles);
+        // Again while a connection attempt waits for a listening socket
+        // (`maintain` opens it).
+        let r = loop {
+            let r = sockets.stack.poll_queues(cluster, qps, &roles);
+            let starved = sockets.stack.gate.starved.is_some();
+            sockets.maintain();
+            if !starved || r.is_err() {
+                break r;
+            }
+        };
         let after = sockets.stack.counters().rx_frames + sockets.stack.counters().tx_frames;
         self.cpus[i].segments(cluster.now(), after - before);
-        sockets.maintain();
         if let Some(server) = self.server.as_mut().filter(|s| s.processor() == i) {
             server.serve(sockets, cluster.now());
         }

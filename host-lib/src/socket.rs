@@ -20,7 +20,8 @@
 //!   another processor) makes `accept` fail with
 //!   [`SocketError::AddressInUse`].
 //! - A connection attempt reaches a listening processor as a provisional
-//!   entry. When its handshake completes, the library confirms it
+//!   entry. The listener keeps one TCP/IP socket listening and opens more
+//!   as attempts arrive, up to its backlog ([`crate::stack::ListenGate`]). When its handshake completes, the library confirms it
 //!   ([`ControlMessage::AddConnection`]) and queues it for `accept` — the
 //!   accept queue of a kernel; `accept` hands out connections whose filter
 //!   is confirmed or being confirmed.
@@ -71,7 +72,7 @@ use snet_firmware::tuple::{Addr16, PROTO_TCP, PROTO_UDP, ip_of};
 use snet_firmware::{FiveTuple, ProcessorId};
 
 use crate::queue::ControlOutcome;
-use crate::stack::ProcessorStack;
+use crate::stack::{GatePort, ProcessorStack};
 
 /// A socket of one processor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -634,6 +635,10 @@ pub struct Sockets {
 /// Closed TCP sockets each processor keeps for reuse, at most.
 const SPARE_TCP_SOCKETS: usize = 4;
 
+/// Sockets a listener keeps listening after a connection attempt found none
+/// (a burst of SYNs is likely to go on), within its backlog.
+const LISTEN_AHEAD_AFTER_BURST: usize = 8;
+
 impl std::fmt::Debug for Sockets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sockets")
@@ -1057,6 +1062,9 @@ impl Sockets {
         let mut confirm = Vec::new();
         let mut remove = Vec::new();
         let mut free = Vec::new();
+        let starved = self.stack.gate.starved.take();
+        let mut gate = std::mem::take(&mut self.stack.gate.ports);
+        gate.clear();
         for (&id, kind) in self.table.iter_mut() {
             match kind {
                 Kind::Listener(l) if l.mode == ListenMode::Serve => {
@@ -1086,17 +1094,39 @@ impl Sockets {
                             i += 1;
                         }
                     }
-                    // Keep `backlog` sockets listening, less those waiting
-                    // in the accept queue.
-                    while l.waiting.len() + l.ready.len() < l.backlog
-                        && l.phase == ListenPhase::Listening
-                    {
+                    if l.phase != ListenPhase::Listening {
+                        continue;
+                    }
+                    // Keep one socket listening, or a few after a connection
+                    // attempt found none, within the backlog (see
+                    // [`crate::stack::ListenGate`]).
+                    let mut listening = l
+                        .waiting
+                        .iter()
+                        .filter(|&&h| {
+                            self.stack.sockets.get::<tcp::Socket>(h).state() == tcp::State::Listen
+                        })
+                        .count();
+                    let want = if starved == Some(l.port) {
+                        LISTEN_AHEAD_AFTER_BURST
+                    } else {
+                        1
+                    };
+                    let mut opened = true;
+                    while listening < want && l.waiting.len() + l.ready.len() < l.backlog {
                         let mut s = Self::take_tcp_socket(&mut self.spare_tcp, &self.config);
                         if s.listen(l.port).is_err() {
+                            opened = false;
                             break;
                         }
                         l.waiting.push(self.stack.sockets.add(s));
+                        listening += 1;
                     }
+                    gate.push(GatePort {
+                        port: l.port,
+                        listening: listening as u32,
+                        pass: !opened || l.waiting.len() + l.ready.len() >= l.backlog,
+                    });
                 }
                 Kind::Tcp(t) => {
                     let Some(h) = t.handle else {
@@ -1148,6 +1178,7 @@ impl Sockets {
                 _ => {}
             }
         }
+        self.stack.gate.ports = gate;
         for tuple in confirm {
             self.control(OpKind::Background, ControlMessage::AddConnection(tuple));
         }

@@ -94,6 +94,9 @@ pub struct StackCounters {
     /// Group-addressed frames dropped because they came through an adapter
     /// other than the active one (which delivers its own copy).
     pub standby_dropped: u64,
+    /// Polls stopped before a connection attempt until a listening socket
+    /// was opened for it (see [`ListenGate`]).
+    pub syn_waits: u64,
 }
 
 /// How a poll of the instance uses one of the processor's queue pairs (one
@@ -189,6 +192,59 @@ pub fn tcp_tuple(frame: &[u8]) -> Option<(FiveTuple, bool)> {
     Some((t, tcp.syn() && !tcp.ack()))
 }
 
+/// Listening sockets opened on demand. A listener keeps one smoltcp socket
+/// listening rather than one per backlog slot (every socket costs its
+/// buffers and a look at each frame), so the device lets a connection
+/// attempt (a bare SYN) reach the instance only while a listening socket
+/// is left for it: the poll stops before a SYN that would find none, the
+/// library opens more (up to the backlog), and polls again. A SYN beyond a
+/// full backlog goes through, and the instance refuses it, as it would
+/// with every backlog slot pre-opened.
+#[derive(Debug, Default)]
+pub struct ListenGate {
+    /// The listening ports of this instance.
+    pub ports: Vec<GatePort>,
+    /// The port of a SYN the last poll stopped before.
+    pub starved: Option<u16>,
+}
+
+/// One listening port of a [`ListenGate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatePort {
+    /// The TCP port.
+    pub port: u16,
+    /// Sockets in the LISTEN state, less the SYNs already let through.
+    pub listening: u32,
+    /// Let every SYN through (the backlog is full, or no more sockets can
+    /// be opened).
+    pub pass: bool,
+}
+
+impl ListenGate {
+    /// Whether `frame` may reach the instance now.
+    fn admit(&mut self, frame: &[u8]) -> bool {
+        let Some((tuple, true)) = tcp_tuple(frame) else {
+            return true;
+        };
+        let Some(p) = self
+            .ports
+            .iter_mut()
+            .find(|p| p.port == tuple.local_port)
+        else {
+            return true;
+        };
+        if p.listening > 0 {
+            p.listening -= 1;
+            true
+        } else if p.pass {
+            true
+        } else {
+            self.starved = Some(p.port);
+            false
+        }
+    }
+}
+
 /// One processor's TCP/IP instance.
 pub struct ProcessorStack {
     /// The smoltcp interface.
@@ -200,6 +256,8 @@ pub struct ProcessorStack {
     counters: StackCounters,
     /// Frames held back from the instance or fed to it (connection hand-off).
     pub steering: Steering,
+    /// Connection attempts held until a listening socket is open for them.
+    pub gate: ListenGate,
 }
 
 impl std::fmt::Debug for ProcessorStack {
@@ -262,6 +320,7 @@ struct QueueDevice<'a> {
     address: ClusterAddress,
     counters: &'a mut StackCounters,
     steering: &'a mut Steering,
+    gate: &'a mut ListenGate,
     mtu: usize,
 }
 
@@ -427,6 +486,11 @@ impl<'a> phy::Device for QueueDevice<'a> {
                     ));
                 }
             }
+        }
+        // A connection attempt waits for a listening socket.
+        if !self.gate.ports.is_empty() && !self.gate.admit(self.qps[r].peek(self.fabric)?) {
+            self.counters.syn_waits += 1;
+            return None;
         }
         let (rx_chunk, len, _) = self.qps[r].take_received()?;
         self.log.get_mut().received.push((r, rx_chunk));
@@ -688,6 +752,7 @@ impl ProcessorStack {
             learnt: Neighbours::default(),
             counters: StackCounters::default(),
             steering: Steering::default(),
+            gate: ListenGate::default(),
         }
     }
 
@@ -749,6 +814,7 @@ impl ProcessorStack {
                 address: self.address,
                 counters: &mut self.counters,
                 steering: &mut self.steering,
+                gate: &mut self.gate,
                 mtu,
             };
             self.iface.poll(net_time(now), &mut dev, &mut self.sockets);

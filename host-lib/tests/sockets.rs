@@ -221,6 +221,98 @@ fn four_listeners_on_one_port_take_eight_clients_round_robin() {
     assert!(rig.hosts.errors.is_empty(), "{:?}", rig.hosts.errors);
 }
 
+/// Listens with a backlog and never accepts.
+struct Deaf {
+    port: u16,
+    backlog: usize,
+    listener: Option<SocketId>,
+}
+
+impl Application for Deaf {
+    fn name(&self) -> &str {
+        "deaf"
+    }
+    fn poll(&mut self, cx: &mut AppContext<'_>) -> Option<Instant> {
+        if self.listener.is_none() {
+            self.listener = cx
+                .sockets()
+                .tcp_listen(self.port, self.backlog, ListenMode::Serve)
+                .ok();
+        }
+        None
+    }
+}
+
+/// smoltcp sockets of processor `p` in the LISTEN state.
+fn listening(rig: &NetRig, p: usize) -> usize {
+    rig.hosts.sockets[p]
+        .as_ref()
+        .unwrap()
+        .stack
+        .sockets
+        .iter()
+        .filter(|(_, s)| {
+            matches!(s, smoltcp::socket::Socket::Tcp(t) if t.state() == tcp::State::Listen)
+        })
+        .count()
+}
+
+#[test]
+fn a_burst_of_connection_attempts_is_served_up_to_the_backlog_and_no_further() {
+    let mut config = NetConfig::default();
+    config.clients = 8;
+    let mut rig = NetRig::build(config).unwrap();
+    rig.spawn(
+        1,
+        Box::new(Deaf {
+            port: 80,
+            backlog: 5,
+            listener: None,
+        }),
+    )
+    .unwrap();
+    rig.run_for(Duration::from_ms(1));
+    // One socket listens, not one per backlog slot.
+    assert_eq!(listening(&rig, 1), 1);
+    // Eight SYNs at once: they reach processor 1 in one interrupt.
+    let mut xs: Vec<Exchange> = (0..8)
+        .map(|c| {
+            Exchange::open(
+                &mut rig,
+                c,
+                IpAddress::Ipv4(CLUSTER_IPV4),
+                80,
+                42000 + c as u16,
+                Vec::new(),
+            )
+        })
+        .collect();
+    rig.run_for(Duration::from_ms(5));
+    let states: Vec<tcp::State> = xs.iter_mut().map(|x| x.state(&rig)).collect();
+    let established = states
+        .iter()
+        .filter(|&&s| s == tcp::State::Established)
+        .count();
+    let refused = states.iter().filter(|&&s| s == tcp::State::Closed).count();
+    assert_eq!(
+        (established, refused),
+        (5, 3),
+        "five of eight fit the backlog, the rest are refused: {states:?}"
+    );
+    // The backlog is full: nothing is left listening. The poll stopped
+    // before the second SYN (one socket was listening) and went on once
+    // more were open.
+    assert_eq!(listening(&rig, 1), 0);
+    let waits = rig.hosts.sockets[1]
+        .as_ref()
+        .unwrap()
+        .stack
+        .counters()
+        .syn_waits;
+    assert!(waits >= 1, "no poll waited for a listening socket");
+    assert!(rig.hosts.errors.is_empty(), "{:?}", rig.hosts.errors);
+}
+
 /// A UDP echo on processor 3.
 #[derive(Default)]
 struct UdpEcho {

@@ -367,7 +367,7 @@ impl HostDriver {
                         }
                         let id = a.id;
                         let off = a.sent_payload;
-                        wire::fill(&mut b[n_hdr..chunk], off, |o| wire::request_byte(id, o));
+                        wire::Pattern::request(id).fill(&mut b[n_hdr..chunk], off);
                         let n = sock.send_slice(&b[..chunk]).unwrap_or(0);
                         if n == 0 {
                             break;
@@ -397,9 +397,7 @@ impl HostDriver {
                             a.answer.extend_from_slice(&buf[..n]);
                         } else {
                             let id = a.id;
-                            let bad = wire::mismatches(&buf[..n], a.received, |o| {
-                                wire::response_byte(id, o)
-                            });
+                            let bad = wire::Pattern::response(id).mismatches(&buf[..n], a.received);
                             if let Some(c) = c {
                                 c.bytes_received += n as u64;
                                 c.corrupt += bad;
@@ -559,7 +557,7 @@ impl HostDriver {
             if let (Some(h), Some((id, _, arrival))) = (Header::decode(&buf[..n]), mem.datagram)
                 && h.conn == id
             {
-                let bad = wire::mismatches(&buf[HEADER_LEN..n], 0, |o| wire::response_byte(id, o));
+                let bad = wire::Pattern::response(id).mismatches(&buf[HEADER_LEN..n], 0);
                 ledger.datagrams_answered += 1;
                 ledger.requests += 1;
                 ledger
@@ -604,7 +602,7 @@ impl HostDriver {
             }
             .encode(),
         );
-        wire::fill(&mut d[HEADER_LEN..], 0, |o| wire::request_byte(id, o));
+        wire::Pattern::request(id).fill(&mut d[HEADER_LEN..], 0);
         let remote = IpEndpoint::new(IpAddress::from(plan.target.ip()), plan.target.port());
         let sock = host.sockets.get_mut::<udp::Socket>(handle);
         if sock.send_slice(&d, remote).is_ok() {

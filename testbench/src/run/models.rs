@@ -766,7 +766,7 @@ impl Application for Distributor {
             let body = (h.length as usize).min(self.max_payload.saturating_sub(msg.len()));
             let start = msg.len();
             msg.resize(start + body, 0);
-            wire::fill(&mut msg[start..], 0, |o| wire::request_byte(h.conn, o));
+            wire::Pattern::request(h.conn).fill(&mut msg[start..], 0);
             match cx.send(self.backends[b], self.service, &msg) {
                 Ok(id) => {
                     self.unsent.pop_front();
@@ -830,7 +830,7 @@ impl Application for Backend {
                     cx.spend(self.work);
                     self.ledger.borrow_mut().server(p).requests += 1;
                     let mut a = vec![0u8; (h.response as usize).min(self.max_payload)];
-                    wire::fill(&mut a, 0, |o| wire::response_byte(h.conn, o));
+                    wire::Pattern::response(h.conn).fill(&mut a, 0);
                     a
                 }
                 None => {
@@ -913,7 +913,7 @@ impl Application for DatagramServer {
                     let body = (h.response as usize).min(MAX_DATAGRAM - a.len());
                     let start = a.len();
                     a.resize(start + body, 0);
-                    wire::fill(&mut a[start..], 0, |o| wire::response_byte(h.conn, o));
+                    wire::Pattern::response(h.conn).fill(&mut a[start..], 0);
                     let mut l = self.ledger.borrow_mut();
                     l.server(p).requests += 1;
                     if cx.sockets().send_to(s, &a, from).is_ok() {

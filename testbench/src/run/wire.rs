@@ -82,20 +82,73 @@ impl Header {
 
 /// Byte `offset` of connection `conn`'s request payload.
 pub fn request_byte(conn: u32, offset: u64) -> u8 {
-    pattern(conn, offset, 0x35)
+    Pattern::request(conn).byte(offset)
 }
 
 /// Byte `offset` of the responses on connection `conn` (offsets count
 /// across every response of the connection).
 pub fn response_byte(conn: u32, offset: u64) -> u8 {
-    pattern(conn, offset, 0xc3)
+    Pattern::response(conn).byte(offset)
 }
 
-fn pattern(conn: u32, offset: u64, salt: u8) -> u8 {
-    let x = offset
-        .wrapping_add(u64::from(conn).wrapping_mul(0x9e37_79b9))
-        .wrapping_mul(0x2545_f491);
-    (x >> 24) as u8 ^ salt
+/// The byte pattern of one direction of one connection: byte `o` is bits
+/// 24..32 of `(o + conn·0x9e3779b9)·0x2545f491` (wrapping, 64-bit), XOR a
+/// salt per direction. Consecutive bytes step the product by a constant,
+/// so runs are made and checked with one addition per byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pattern {
+    base: u64,
+    salt: u8,
+}
+
+const PATTERN_STEP: u64 = 0x2545_f491;
+
+impl Pattern {
+    /// Connection `conn`'s request payload.
+    pub fn request(conn: u32) -> Self {
+        Pattern::new(conn, 0x35)
+    }
+
+    /// Connection `conn`'s responses.
+    pub fn response(conn: u32) -> Self {
+        Pattern::new(conn, 0xc3)
+    }
+
+    fn new(conn: u32, salt: u8) -> Self {
+        Pattern {
+            base: u64::from(conn).wrapping_mul(0x9e37_79b9),
+            salt,
+        }
+    }
+
+    fn state(&self, offset: u64) -> u64 {
+        offset.wrapping_add(self.base).wrapping_mul(PATTERN_STEP)
+    }
+
+    /// Byte `offset`.
+    pub fn byte(&self, offset: u64) -> u8 {
+        (self.state(offset) >> 24) as u8 ^ self.salt
+    }
+
+    /// Fills `out` with the bytes from `offset` on.
+    pub fn fill(&self, out: &mut [u8], offset: u64) {
+        let mut x = self.state(offset);
+        for b in out {
+            *b = (x >> 24) as u8 ^ self.salt;
+            x = x.wrapping_add(PATTERN_STEP);
+        }
+    }
+
+    /// Counts the bytes of `got` that differ from the pattern at `offset`.
+    pub fn mismatches(&self, got: &[u8], offset: u64) -> u64 {
+        let mut x = self.state(offset);
+        let mut bad = 0u64;
+        for &b in got {
+            bad += u64::from(b != (x >> 24) as u8 ^ self.salt);
+            x = x.wrapping_add(PATTERN_STEP);
+        }
+        bad
+    }
 }
 
 /// Fills `out` with the pattern starting at `offset`.
@@ -168,8 +221,7 @@ impl RequestReader {
                     let left = (h.length - self.got) as usize;
                     let take = left.min(data.len());
                     let conn = h.conn;
-                    self.corrupt +=
-                        mismatches(&data[..take], self.offset, |o| request_byte(conn, o));
+                    self.corrupt += Pattern::request(conn).mismatches(&data[..take], self.offset);
                     self.offset += take as u64;
                     self.got += take as u32;
                     data = &data[take..];
@@ -244,7 +296,7 @@ impl Outbox {
                 Part::Pattern { conn, left } => {
                     let len = (*left).min(buf.len() as u64) as usize;
                     let c = *conn;
-                    fill(&mut buf[..len], self.offset, |o| response_byte(c, o));
+                    Pattern::response(c).fill(&mut buf[..len], self.offset);
                     let n = send(&buf[..len])?;
                     self.offset += n as u64;
                     *left -= n as u64;
@@ -285,6 +337,42 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The pattern's definition, byte by byte.
+    fn reference(conn: u32, offset: u64, salt: u8) -> u8 {
+        let x = offset
+            .wrapping_add(u64::from(conn).wrapping_mul(0x9e37_79b9))
+            .wrapping_mul(0x2545_f491);
+        (x >> 24) as u8 ^ salt
+    }
+
+    proptest! {
+        #[test]
+        fn pattern_runs_match_the_definition_and_count_every_flip(
+            conn in any::<u32>(),
+            offset in any::<u64>(),
+            len in 0usize..600,
+            flips in proptest::collection::btree_set(0usize..600, 0..20),
+        ) {
+            for (p, salt) in [(Pattern::request(conn), 0x35), (Pattern::response(conn), 0xc3)] {
+                let mut run = vec![0u8; len];
+                p.fill(&mut run, offset);
+                for (i, &b) in run.iter().enumerate() {
+                    let o = offset.wrapping_add(i as u64);
+                    prop_assert_eq!(b, reference(conn, o, salt));
+                    prop_assert_eq!(p.byte(o), b);
+                }
+                prop_assert_eq!(p.mismatches(&run, offset), 0);
+                let mut bad = run.clone();
+                let flipped = flips.iter().filter(|&&i| i < len).count();
+                for &i in flips.iter().filter(|&&i| i < len) {
+                    bad[i] ^= 0x5a;
+                }
+                prop_assert_eq!(p.mismatches(&bad, offset), flipped as u64);
+            }
+        }
+    }
 
     #[test]
     fn header_round_trips_and_rejects_garbage() {
