@@ -37,12 +37,12 @@
 //! ever reaches processor memory through the processor's AVT windows, so
 //! even a bug here cannot touch memory outside them: the AVT NACKs it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use snet_fabric::avt::Access;
 use snet_fabric::engine::{ComponentId, Scheduler, Traced};
 use snet_fabric::memory::ProcAddr;
-use snet_fabric::network::{DmaCompletion, DmaRequest, Fabric, FabricEvent, TransferId};
+use snet_fabric::network::{DmaCompletion, DmaRequest, Fabric, FabricEvent, TransferMap};
 use snet_fabric::time::{Duration, Instant};
 use snet_fabric::{EndpointId, FabricAddr, Plane};
 use snet_firmware::control::Envelope;
@@ -568,7 +568,7 @@ pub struct Nic {
     wire: VecDeque<WireFrame>,
     wire_free: Instant,
     tx_waiting: VecDeque<(u16, u16)>,
-    transfers: HashMap<TransferId, Purpose>,
+    transfers: TransferMap<Purpose>,
     outbox: Vec<Vec<u8>>,
     next_generation: u32,
     next_plane: usize,
@@ -709,7 +709,7 @@ impl Nic {
             wire: VecDeque::new(),
             wire_free: Instant::ZERO,
             tx_waiting: VecDeque::new(),
-            transfers: HashMap::new(),
+            transfers: TransferMap::default(),
             outbox: Vec::new(),
             next_generation: 1,
             next_plane: 0,
@@ -1014,8 +1014,10 @@ impl Nic {
         }
         match fabric.start_dma(sched, self.endpoint, req) {
             Ok(id) => {
-                self.transfers.insert(id, purpose);
-                true
+                // One fabric numbers its transfers in the order they start.
+                let added = self.transfers.insert(id, purpose);
+                debug_assert!(added.is_ok(), "transfer IDs grow");
+                added.is_ok()
             }
             Err(e) => {
                 log::debug!("adapter {}: DMA refused at start: {e}", self.config.name);

@@ -4,7 +4,7 @@
 //! read responses into local memory, retries a timed-out packet on the
 //! other plane, and reports one [`DmaCompletion`] per transfer.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use super::{Fabric, FabricEvent, note};
 use crate::engine::Scheduler;
@@ -257,6 +257,100 @@ pub(super) struct Outstanding {
     pub(super) deadline: Instant,
 }
 
+/// Values by [`TransferId`], for a requester's transfers. IDs grow with every
+/// transfer started, so the map is a deque in ID order: a lookup is a binary
+/// search (or a look at the front, where most are), and a removal leaves a
+/// hole that is dropped once it reaches the front (transfers mostly end in
+/// the order they started), so nothing is moved or hashed.
+#[derive(Debug, Clone)]
+pub struct TransferMap<V> {
+    entries: VecDeque<(TransferId, Option<V>)>,
+    live: usize,
+}
+
+impl<V> Default for TransferMap<V> {
+    fn default() -> Self {
+        TransferMap {
+            entries: VecDeque::new(),
+            live: 0,
+        }
+    }
+}
+
+impl<V> TransferMap<V> {
+    /// Whether no value is held.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Values held.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Adds `id`'s value. IDs come from one fabric, which numbers transfers
+    /// in the order they start: `id` must be newer than every ID held, or
+    /// the value is refused and handed back.
+    pub fn insert(&mut self, id: TransferId, value: V) -> Result<(), V> {
+        if self.entries.back().is_some_and(|&(last, _)| last >= id) {
+            return Err(value);
+        }
+        self.entries.push_back((id, Some(value)));
+        self.live += 1;
+        Ok(())
+    }
+
+    fn position(&self, id: TransferId) -> Option<usize> {
+        match self.entries.front() {
+            Some(&(first, _)) if first == id => Some(0),
+            _ => self.entries.binary_search_by_key(&id, |&(i, _)| i).ok(),
+        }
+    }
+
+    /// `id`'s value.
+    pub fn get(&self, id: &TransferId) -> Option<&V> {
+        self.entries[self.position(*id)?].1.as_ref()
+    }
+
+    /// `id`'s value, to change.
+    pub fn get_mut(&mut self, id: &TransferId) -> Option<&mut V> {
+        let i = self.position(*id)?;
+        self.entries[i].1.as_mut()
+    }
+
+    /// Takes `id`'s value out.
+    pub fn remove(&mut self, id: &TransferId) -> Option<V> {
+        let i = self.position(*id)?;
+        let v = self.entries[i].1.take()?;
+        self.live -= 1;
+        while self.entries.front().is_some_and(|(_, v)| v.is_none()) {
+            self.entries.pop_front();
+        }
+        Some(v)
+    }
+
+    /// The values, oldest transfer first.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.entries.iter().filter_map(|(_, v)| v.as_ref())
+    }
+
+    /// Every value, oldest transfer first, leaving the map empty.
+    pub fn drain(&mut self) -> impl Iterator<Item = V> {
+        self.live = 0;
+        std::mem::take(&mut self.entries)
+            .into_iter()
+            .filter_map(|(_, v)| v)
+    }
+}
+
+impl<V> std::ops::Index<&TransferId> for TransferMap<V> {
+    type Output = V;
+
+    fn index(&self, id: &TransferId) -> &V {
+        self.get(id).expect("a transfer held in the map")
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct DmaEngine {
     pub(super) slots: [Option<Outstanding>; 16],
@@ -268,7 +362,7 @@ pub(super) struct DmaEngine {
     /// the earliest deadline of its attempts, or earlier (see
     /// [`Fabric::arm_timer`]).
     pub(super) timer: Option<Instant>,
-    pub(super) transfers: BTreeMap<TransferId, Transfer>,
+    pub(super) transfers: TransferMap<Transfer>,
     pub(super) queue: VecDeque<TransferId>,
 }
 
@@ -279,7 +373,7 @@ impl DmaEngine {
             reserved: 0,
             serial: 0,
             timer: None,
-            transfers: BTreeMap::new(),
+            transfers: TransferMap::default(),
             queue: VecDeque::new(),
         }
     }
@@ -302,7 +396,7 @@ impl DmaEngine {
         now: Instant,
         total_packets: u64,
     ) {
-        self.transfers.insert(
+        let added = self.transfers.insert(
             id,
             Transfer {
                 id,
@@ -321,7 +415,11 @@ impl DmaEngine {
                 used_train: false,
             },
         );
-        self.queue.push_back(id);
+        // The fabric numbers transfers in the order they start.
+        debug_assert!(added.is_ok(), "transfer IDs grow");
+        if added.is_ok() {
+            self.queue.push_back(id);
+        }
     }
 
     /// Ends every transfer (the requester went down). Returns their completions
@@ -330,7 +428,7 @@ impl DmaEngine {
         self.slots = [None; 16];
         self.queue.clear();
         let mut out = Vec::new();
-        for (_, t) in std::mem::take(&mut self.transfers) {
+        for t in self.transfers.drain() {
             if !t.failed {
                 out.push(DmaCompletion {
                     id: t.id,
@@ -709,5 +807,35 @@ impl Fabric {
         }
         self.endpoints[ep].dma.slots[tid as usize] = None;
         self.packet_done(sched, ep, slot.transfer, Ok(()));
+    }
+}
+
+#[cfg(test)]
+mod transfer_map_tests {
+    use super::{TransferId, TransferMap};
+
+    #[test]
+    fn a_transfer_map_finds_removes_and_refuses_old_ids() {
+        let mut m = TransferMap::default();
+        for i in [3u64, 5, 8, 9] {
+            assert!(m.insert(TransferId(i), i * 10).is_ok());
+        }
+        assert_eq!(m.insert(TransferId(9), 0), Err(0), "not newer");
+        assert_eq!(m.insert(TransferId(2), 0), Err(0), "older");
+        assert_eq!(m.len(), 4);
+        assert_eq!(m.get(&TransferId(8)), Some(&80));
+        assert_eq!(m.get(&TransferId(4)), None);
+        // A hole in the middle stays until the front reaches it.
+        assert_eq!(m.remove(&TransferId(5)), Some(50));
+        assert_eq!(m.remove(&TransferId(5)), None);
+        assert_eq!(m.get(&TransferId(5)), None);
+        *m.get_mut(&TransferId(9)).unwrap() += 1;
+        assert_eq!(m.remove(&TransferId(3)), Some(30));
+        assert_eq!(m.values().copied().collect::<Vec<_>>(), vec![80, 91]);
+        assert_eq!(m[&TransferId(8)], 80);
+        assert!(m.insert(TransferId(10), 100).is_ok());
+        assert_eq!(m.drain().collect::<Vec<_>>(), vec![80, 91, 100]);
+        assert!(m.is_empty());
+        assert_eq!(m.get(&TransferId(8)), None);
     }
 }

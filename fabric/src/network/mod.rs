@@ -52,7 +52,7 @@ use std::collections::VecDeque;
 
 use rand_core::RngCore;
 
-pub use dma::{DmaCompletion, DmaError, DmaOp, DmaRequest, TransferId};
+pub use dma::{DmaCompletion, DmaError, DmaOp, DmaRequest, TransferId, TransferMap};
 
 use crate::avt::{Access, Avt, AvtEntry, AvtError, InterruptEntry, InterruptQueue, Op};
 use crate::engine::{ComponentId, Engine, Fired, Scheduler, SimRng, Traced};
