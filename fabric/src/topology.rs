@@ -148,12 +148,23 @@ pub struct LinkSpec {
     pub plane: Plane,
 }
 
+/// The most endpoints one fabric holds: each requester's DMA transfers are
+/// numbered under its 16-bit endpoint index (see
+/// [`crate::network::TransferId`]).
+pub const MAX_ENDPOINTS: usize = 1 << 16;
+
 /// Why a topology was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TopologyError {
     /// Two endpoints with one ID.
     #[error("endpoint ID {0} is used twice")]
     DuplicateEndpoint(EndpointId),
+    /// More endpoints than a fabric can number.
+    #[error("a fabric holds at most {max} endpoints")]
+    TooManyEndpoints {
+        /// The most allowed.
+        max: usize,
+    },
     /// A link names an endpoint that was not added.
     #[error("{0} is not an endpoint of this topology")]
     UnknownEndpoint(EndpointId),
@@ -256,6 +267,9 @@ impl TopologyBuilder {
     ) -> Result<&mut Self, TopologyError> {
         if self.endpoints.contains_key(&id) {
             return Err(TopologyError::DuplicateEndpoint(id));
+        }
+        if self.endpoints.len() >= MAX_ENDPOINTS {
+            return Err(TopologyError::TooManyEndpoints { max: MAX_ENDPOINTS });
         }
         self.endpoints.insert(
             id,

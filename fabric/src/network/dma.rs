@@ -13,9 +13,26 @@ use crate::memory::ProcAddr;
 use crate::packet::{PacketKind, PacketRepr};
 use crate::time::Instant;
 
-/// Names one DMA transfer.
+/// Names one DMA transfer: the requester's endpoint index in the top 16
+/// bits, and below them the requester's own count of the transfers it
+/// started (from 1). So one requester's IDs are consecutive, in the order
+/// its transfers started.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TransferId(pub u64);
+
+impl TransferId {
+    const SEQ_BITS: u32 = 48;
+
+    /// Transfer `seq` of the requester with endpoint index `requester`.
+    pub fn new(requester: u16, seq: u64) -> Self {
+        TransferId(u64::from(requester) << Self::SEQ_BITS | (seq & ((1 << Self::SEQ_BITS) - 1)))
+    }
+
+    /// The requester's endpoint index.
+    pub fn requester_index(self) -> u16 {
+        (self.0 >> Self::SEQ_BITS) as u16
+    }
+}
 
 /// What a transfer does.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -257,20 +274,23 @@ pub(super) struct Outstanding {
     pub(super) deadline: Instant,
 }
 
-/// Values by [`TransferId`], for a requester's transfers. IDs grow with every
-/// transfer started, so the map is a deque in ID order: a lookup is a binary
-/// search (or a look at the front, where most are), and a removal leaves a
-/// hole that is dropped once it reaches the front (transfers mostly end in
-/// the order they started), so nothing is moved or hashed.
+/// Values by [`TransferId`], for the transfers of one requester. Its IDs are
+/// consecutive, so the map is a deque indexed by the distance from the
+/// oldest ID held: a lookup is a subtraction, and a removal leaves a hole
+/// that is dropped once it reaches the front (transfers mostly end in the
+/// order they started). Nothing is moved, searched or hashed.
 #[derive(Debug, Clone)]
 pub struct TransferMap<V> {
-    entries: VecDeque<(TransferId, Option<V>)>,
+    /// The ID of `entries[0]`.
+    base: u64,
+    entries: VecDeque<Option<V>>,
     live: usize,
 }
 
 impl<V> Default for TransferMap<V> {
     fn default() -> Self {
         TransferMap {
+            base: 0,
             entries: VecDeque::new(),
             live: 0,
         }
@@ -278,6 +298,10 @@ impl<V> Default for TransferMap<V> {
 }
 
 impl<V> TransferMap<V> {
+    /// The widest run of IDs [`TransferMap::insert`] skips over (IDs the
+    /// requester used for transfers the map does not hold).
+    pub const MAX_SKIP: u64 = 1024;
+
     /// Whether no value is held.
     pub fn is_empty(&self) -> bool {
         self.live == 0
@@ -288,58 +312,66 @@ impl<V> TransferMap<V> {
         self.live
     }
 
-    /// Adds `id`'s value. IDs come from one fabric, which numbers transfers
-    /// in the order they start: `id` must be newer than every ID held, or
-    /// the value is refused and handed back.
+    /// Adds `id`'s value. `id` must be newer than every ID held, of the
+    /// same requester, and at most [`TransferMap::MAX_SKIP`] IDs past the
+    /// newest; otherwise the value is refused and handed back.
     pub fn insert(&mut self, id: TransferId, value: V) -> Result<(), V> {
-        if self.entries.back().is_some_and(|&(last, _)| last >= id) {
-            return Err(value);
+        if self.entries.is_empty() {
+            self.base = id.0;
+        } else {
+            let next = self.base + self.entries.len() as u64;
+            if id.0 < next
+                || id.0 - next > Self::MAX_SKIP
+                || id.requester_index() != TransferId(self.base).requester_index()
+            {
+                return Err(value);
+            }
+            for _ in next..id.0 {
+                self.entries.push_back(None);
+            }
         }
-        self.entries.push_back((id, Some(value)));
+        self.entries.push_back(Some(value));
         self.live += 1;
         Ok(())
     }
 
     fn position(&self, id: TransferId) -> Option<usize> {
-        match self.entries.front() {
-            Some(&(first, _)) if first == id => Some(0),
-            _ => self.entries.binary_search_by_key(&id, |&(i, _)| i).ok(),
-        }
+        let d = id.0.wrapping_sub(self.base);
+        (d < self.entries.len() as u64).then_some(d as usize)
     }
 
     /// `id`'s value.
     pub fn get(&self, id: &TransferId) -> Option<&V> {
-        self.entries[self.position(*id)?].1.as_ref()
+        self.entries[self.position(*id)?].as_ref()
     }
 
     /// `id`'s value, to change.
     pub fn get_mut(&mut self, id: &TransferId) -> Option<&mut V> {
         let i = self.position(*id)?;
-        self.entries[i].1.as_mut()
+        self.entries[i].as_mut()
     }
 
     /// Takes `id`'s value out.
     pub fn remove(&mut self, id: &TransferId) -> Option<V> {
         let i = self.position(*id)?;
-        let v = self.entries[i].1.take()?;
+        let v = self.entries[i].take()?;
         self.live -= 1;
-        while self.entries.front().is_some_and(|(_, v)| v.is_none()) {
+        while self.entries.front().is_some_and(Option::is_none) {
             self.entries.pop_front();
+            self.base += 1;
         }
         Some(v)
     }
 
     /// The values, oldest transfer first.
     pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.entries.iter().filter_map(|(_, v)| v.as_ref())
+        self.entries.iter().flatten()
     }
 
     /// Every value, oldest transfer first, leaving the map empty.
     pub fn drain(&mut self) -> impl Iterator<Item = V> {
         self.live = 0;
-        std::mem::take(&mut self.entries)
-            .into_iter()
-            .filter_map(|(_, v)| v)
+        std::mem::take(&mut self.entries).into_iter().flatten()
     }
 }
 
@@ -358,6 +390,8 @@ pub(super) struct DmaEngine {
     /// a split hands them to the train's packets still in flight.
     pub(super) reserved: u16,
     serial: u32,
+    /// Transfers started (the sequence part of the next [`TransferId`]).
+    transfers_started: u64,
     /// When this requester's one transaction timer fires, if it is armed:
     /// the earliest deadline of its attempts, or earlier (see
     /// [`Fabric::arm_timer`]).
@@ -372,10 +406,17 @@ impl DmaEngine {
             slots: [None; 16],
             reserved: 0,
             serial: 0,
+            transfers_started: 0,
             timer: None,
             transfers: TransferMap::default(),
             queue: VecDeque::new(),
         }
+    }
+
+    /// The ID of requester `ep`'s next transfer.
+    pub(super) fn next_id(&mut self, ep: usize) -> TransferId {
+        self.transfers_started += 1;
+        TransferId::new(ep as u16, self.transfers_started)
     }
 
     pub(super) fn next_serial(&mut self) -> u32 {
@@ -814,28 +855,49 @@ impl Fabric {
 mod transfer_map_tests {
     use super::{TransferId, TransferMap};
 
+    fn id(seq: u64) -> TransferId {
+        TransferId::new(7, seq)
+    }
+
     #[test]
-    fn a_transfer_map_finds_removes_and_refuses_old_ids() {
+    fn a_transfer_map_finds_removes_and_refuses_foreign_or_old_ids() {
         let mut m = TransferMap::default();
         for i in [3u64, 5, 8, 9] {
-            assert!(m.insert(TransferId(i), i * 10).is_ok());
+            assert!(m.insert(id(i), i * 10).is_ok());
         }
-        assert_eq!(m.insert(TransferId(9), 0), Err(0), "not newer");
-        assert_eq!(m.insert(TransferId(2), 0), Err(0), "older");
+        assert_eq!(m.insert(id(9), 0), Err(0), "not newer");
+        assert_eq!(m.insert(id(2), 0), Err(0), "older");
+        assert_eq!(m.insert(TransferId::new(6, 10), 0), Err(0), "another requester");
+        assert_eq!(
+            m.insert(id(11 + TransferMap::<u64>::MAX_SKIP), 0),
+            Err(0),
+            "too far ahead"
+        );
         assert_eq!(m.len(), 4);
-        assert_eq!(m.get(&TransferId(8)), Some(&80));
-        assert_eq!(m.get(&TransferId(4)), None);
+        assert_eq!(m.get(&id(8)), Some(&80));
+        assert_eq!(m.get(&id(4)), None);
+        assert_eq!(m.get(&TransferId::new(6, 8)), None);
         // A hole in the middle stays until the front reaches it.
-        assert_eq!(m.remove(&TransferId(5)), Some(50));
-        assert_eq!(m.remove(&TransferId(5)), None);
-        assert_eq!(m.get(&TransferId(5)), None);
-        *m.get_mut(&TransferId(9)).unwrap() += 1;
-        assert_eq!(m.remove(&TransferId(3)), Some(30));
+        assert_eq!(m.remove(&id(5)), Some(50));
+        assert_eq!(m.remove(&id(5)), None);
+        assert_eq!(m.get(&id(5)), None);
+        *m.get_mut(&id(9)).unwrap() += 1;
+        assert_eq!(m.remove(&id(3)), Some(30));
         assert_eq!(m.values().copied().collect::<Vec<_>>(), vec![80, 91]);
-        assert_eq!(m[&TransferId(8)], 80);
-        assert!(m.insert(TransferId(10), 100).is_ok());
+        assert_eq!(m[&id(8)], 80);
+        assert!(m.insert(id(10), 100).is_ok());
         assert_eq!(m.drain().collect::<Vec<_>>(), vec![80, 91, 100]);
         assert!(m.is_empty());
-        assert_eq!(m.get(&TransferId(8)), None);
+        assert_eq!(m.get(&id(8)), None);
+        // Empty again: any requester's ID starts it.
+        assert!(m.insert(TransferId::new(6, 1), 1).is_ok());
+        assert_eq!(m[&TransferId::new(6, 1)], 1);
+    }
+
+    #[test]
+    fn transfer_ids_carry_their_requester() {
+        let t = TransferId::new(513, 42);
+        assert_eq!(t.requester_index(), 513);
+        assert!(TransferId::new(513, 43) > t);
     }
 }

@@ -517,7 +517,6 @@ pub struct Fabric {
     rng: SimRng,
     completions: Vec<DmaCompletion>,
     trains: TrainTable,
-    next_transfer: u64,
     force_packet_level: bool,
     /// Whether a train may follow another requester's single-packet train
     /// whose packet has left (off only to check the rule against splitting).
@@ -651,7 +650,6 @@ impl Fabric {
             rng,
             completions: Vec::new(),
             trains: TrainTable::default(),
-            next_transfer: 1,
             force_packet_level: false,
             chain_across_requesters: true,
             signals: Vec::new(),
@@ -1499,8 +1497,7 @@ impl Fabric {
             Some(p) => return Err(DmaError::NoSuchPlane(p)),
             None => self.topology.planes()[0],
         };
-        let id = TransferId(self.next_transfer);
-        self.next_transfer += 1;
+        let id = self.endpoints[ep].dma.next_id(ep);
         let now = sched.now();
         sched.note(
             self.component_of_endpoint(ep),
