@@ -3,17 +3,20 @@
 //! in every processor: the real-time factor of bulk transfers, and full
 //! connections per wall-clock second.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Instant as WallInstant;
 
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::IpAddress;
-use snet_fabric::time::{Bandwidth, Duration};
+use snet_fabric::time::{Bandwidth, Duration, Instant};
 use snet_fabric::topology::LinkParams;
 use snet_firmware::tuple::PROTO_TCP;
 use snet_firmware::{Policy, SharedPortRange};
 use snet_host_lib::app::RequestReply;
-use snet_host_lib::net::{CLUSTER_IPV4, NetConfig, NetRig};
+use snet_host_lib::client::ClientHost;
+use snet_host_lib::net::{CLUSTER_IPV4, ClientBehaviour, NetConfig, NetRig};
 use snet_nic_model::mac::LinkSpeed;
 
 use super::{Budget, Figure};
@@ -120,10 +123,64 @@ struct Setup {
     per_virtual_s: f64,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Idle,
-    Open,
+/// One client host opening connections one after the other: a handshake, a
+/// 64-byte request, the 1 KiB reply, a close. It is polled with its host
+/// (whenever a frame reaches it or a timer of its TCP/IP instance fires),
+/// so it acts as soon as its connection moves on.
+struct Connector {
+    port: u16,
+    next_port: u16,
+    handle: Option<SocketHandle>,
+    got: usize,
+    sent: bool,
+    completed: Rc<Cell<u64>>,
+}
+
+impl ClientBehaviour for Connector {
+    fn poll(&mut self, host: &mut ClientHost, _now: Instant) -> Option<Instant> {
+        const REQUEST: [u8; 64] = [0x11; 64];
+        loop {
+            let Some(h) = self.handle else {
+                let mut s = client_socket(4096);
+                let local = self.next_port;
+                self.next_port = if local == 60000 { 20000 } else { local + 1 };
+                s.connect(
+                    host.iface.context(),
+                    (IpAddress::Ipv4(CLUSTER_IPV4), self.port),
+                    local,
+                )
+                .ok()?;
+                self.handle = Some(host.sockets.add(s));
+                self.got = 0;
+                self.sent = false;
+                return None;
+            };
+            let s = host.sockets.get_mut::<tcp::Socket>(h);
+            if !self.sent && s.may_send() && s.send_queue() == 0 {
+                self.sent = s.send_slice(&REQUEST).unwrap_or(0) == REQUEST.len();
+            }
+            // The reply is taken where it lies in the socket's buffer.
+            while let Ok(n) = s.recv(|b| (b.len(), b.len())) {
+                if n == 0 {
+                    break;
+                }
+                self.got += n;
+            }
+            if self.got >= 1024 && s.is_open() && s.may_send() {
+                s.close();
+            }
+            if !matches!(s.state(), tcp::State::TimeWait | tcp::State::Closed) {
+                return None;
+            }
+            if self.got >= 1024 {
+                self.completed.set(self.completed.get() + 1);
+            }
+            // The client forgets the connection (its TIME-WAIT would only
+            // hold a port it will not reuse soon) and opens the next.
+            host.sockets.remove(h);
+            self.handle = None;
+        }
+    }
 }
 
 /// Eight clients open connections one after the other (handshake, a
@@ -138,73 +195,32 @@ fn setups(wall_budget: f64) -> Setup {
             .expect("processor exists");
         rig.run_for(Duration::from_us(200));
     }
-    let request = [0x11u8; 64];
-    let mut state = vec![(Phase::Idle, None::<SocketHandle>, 0usize); CLIENTS];
-    let mut next_port = [20000u16; CLIENTS];
-    let mut sent = [false; CLIENTS];
-    let mut completed = 0u64;
-    let step = Duration::from_us(20);
+    let completed = Rc::new(Cell::new(0u64));
+    for c in 0..CLIENTS {
+        rig.attach_client(
+            c,
+            Box::new(Connector {
+                port: PORT,
+                next_port: 20000,
+                handle: None,
+                got: 0,
+                sent: false,
+                completed: completed.clone(),
+            }),
+        )
+        .expect("client exists");
+    }
     let start = rig.now();
     let wall = WallInstant::now();
-    let mut buf = [0u8; 4096];
     while wall.elapsed().as_secs_f64() < wall_budget {
-        for c in 0..CLIENTS {
-            let host = &mut rig.hosts.clients[c];
-            let (phase, handle, got) = &mut state[c];
-            match (*phase, *handle) {
-                (Phase::Idle, _) => {
-                    let mut s = client_socket(4096);
-                    let port = next_port[c];
-                    next_port[c] = if port == 60000 { 20000 } else { port + 1 };
-                    if s.connect(
-                        host.iface.context(),
-                        (IpAddress::Ipv4(CLUSTER_IPV4), PORT),
-                        port,
-                    )
-                    .is_ok()
-                    {
-                        *handle = Some(host.sockets.add(s));
-                        *phase = Phase::Open;
-                        *got = 0;
-                        sent[c] = false;
-                    }
-                }
-                (Phase::Open, Some(h)) => {
-                    let s = host.sockets.get_mut::<tcp::Socket>(h);
-                    if *got == 0 && s.may_send() && s.send_queue() == 0 && !sent[c] {
-                        sent[c] = s.send_slice(&request).unwrap_or(0) == request.len();
-                    }
-                    while let Ok(n) = s.recv_slice(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        *got += n;
-                    }
-                    if *got >= 1024 && s.is_open() && s.may_send() {
-                        s.close();
-                    }
-                    if matches!(s.state(), tcp::State::TimeWait | tcp::State::Closed) {
-                        if *got >= 1024 {
-                            completed += 1;
-                        }
-                        // The client forgets the connection (its TIME-WAIT
-                        // would only hold a port it will not reuse soon).
-                        host.sockets.remove(h);
-                        *phase = Phase::Idle;
-                        *handle = None;
-                    }
-                }
-                (Phase::Open, None) => *phase = Phase::Idle,
-            }
-            rig.hosts.poll_client(&mut rig.cluster, c);
-        }
-        rig.run_for(step);
+        rig.run_for(Duration::from_us(200));
     }
     let wall_s = wall.elapsed().as_secs_f64();
     let virtual_s = (rig.now() - start).as_secs_f64();
     if !rig.hosts.errors.is_empty() {
         eprintln!("warning: tcp setups: {:?}", rig.hosts.errors);
     }
+    let completed = completed.get();
     Setup {
         per_wall_s: completed as f64 / wall_s,
         completed,
