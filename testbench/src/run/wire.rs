@@ -130,25 +130,58 @@ impl Pattern {
         (self.state(offset) >> 24) as u8 ^ self.salt
     }
 
+    /// The next eight bytes from the eight lane states `x` (bytes `o` to
+    /// `o + 7`), as a word in memory order; steps the lanes by eight.
+    fn word(&self, x: &mut [u64; 8]) -> u64 {
+        let mut bytes = [0u8; 8];
+        for (b, x) in bytes.iter_mut().zip(x.iter_mut()) {
+            *b = (*x >> 24) as u8 ^ self.salt;
+            *x = x.wrapping_add(PATTERN_STEP.wrapping_mul(8));
+        }
+        u64::from_ne_bytes(bytes)
+    }
+
+    fn lanes(&self, offset: u64) -> [u64; 8] {
+        std::array::from_fn(|j| self.state(offset.wrapping_add(j as u64)))
+    }
+
     /// Fills `out` with the bytes from `offset` on.
     pub fn fill(&self, out: &mut [u8], offset: u64) {
-        let mut x = self.state(offset);
-        for b in out {
-            *b = (x >> 24) as u8 ^ self.salt;
-            x = x.wrapping_add(PATTERN_STEP);
+        let mut x = self.lanes(offset);
+        let mut words = out.chunks_exact_mut(8);
+        for w in &mut words {
+            w.copy_from_slice(&self.word(&mut x).to_ne_bytes());
         }
+        let rest = words.into_remainder();
+        let n = rest.len();
+        rest.copy_from_slice(&self.word(&mut x).to_ne_bytes()[..n]);
     }
 
     /// Counts the bytes of `got` that differ from the pattern at `offset`.
     pub fn mismatches(&self, got: &[u8], offset: u64) -> u64 {
-        let mut x = self.state(offset);
+        let mut x = self.lanes(offset);
         let mut bad = 0u64;
-        for &b in got {
-            bad += u64::from(b != (x >> 24) as u8 ^ self.salt);
-            x = x.wrapping_add(PATTERN_STEP);
+        let mut words = got.chunks_exact(8);
+        for w in &mut words {
+            let diff = u64::from_ne_bytes(w.try_into().expect("eight bytes")) ^ self.word(&mut x);
+            if diff != 0 {
+                bad += u64::from(differing_bytes(diff));
+            }
         }
+        let rest = words.remainder();
+        let expected = self.word(&mut x).to_ne_bytes();
+        bad += rest
+            .iter()
+            .zip(expected)
+            .filter(|&(&g, e)| g != e)
+            .count() as u64;
         bad
     }
+}
+
+/// The non-zero bytes of `w`.
+fn differing_bytes(w: u64) -> u32 {
+    w.to_ne_bytes().iter().filter(|&&b| b != 0).count() as u32
 }
 
 /// Fills `out` with the pattern starting at `offset`.
