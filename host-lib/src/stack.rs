@@ -226,11 +226,7 @@ impl ListenGate {
         let Some((tuple, true)) = tcp_tuple(frame) else {
             return true;
         };
-        let Some(p) = self
-            .ports
-            .iter_mut()
-            .find(|p| p.port == tuple.local_port)
-        else {
+        let Some(p) = self.ports.iter_mut().find(|p| p.port == tuple.local_port) else {
             return true;
         };
         if p.listening > 0 {

@@ -259,8 +259,10 @@ fn listening(rig: &NetRig, p: usize) -> usize {
 
 #[test]
 fn a_burst_of_connection_attempts_is_served_up_to_the_backlog_and_no_further() {
-    let mut config = NetConfig::default();
-    config.clients = 8;
+    let config = NetConfig {
+        clients: 8,
+        ..NetConfig::default()
+    };
     let mut rig = NetRig::build(config).unwrap();
     rig.spawn(
         1,

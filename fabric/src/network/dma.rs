@@ -867,7 +867,11 @@ mod transfer_map_tests {
         }
         assert_eq!(m.insert(id(9), 0), Err(0), "not newer");
         assert_eq!(m.insert(id(2), 0), Err(0), "older");
-        assert_eq!(m.insert(TransferId::new(6, 10), 0), Err(0), "another requester");
+        assert_eq!(
+            m.insert(TransferId::new(6, 10), 0),
+            Err(0),
+            "another requester"
+        );
         assert_eq!(
             m.insert(id(11 + TransferMap::<u64>::MAX_SKIP), 0),
             Err(0),

@@ -170,11 +170,7 @@ impl Pattern {
         }
         let rest = words.remainder();
         let expected = self.word(&mut x).to_ne_bytes();
-        bad += rest
-            .iter()
-            .zip(expected)
-            .filter(|&(&g, e)| g != e)
-            .count() as u64;
+        bad += rest.iter().zip(expected).filter(|&(&g, e)| g != e).count() as u64;
         bad
     }
 }
