@@ -21,7 +21,8 @@
 //!   [`SocketError::AddressInUse`].
 //! - A connection attempt reaches a listening processor as a provisional
 //!   entry. The listener keeps one TCP/IP socket listening and opens more
-//!   as attempts arrive, up to its backlog ([`crate::stack::ListenGate`]). When its handshake completes, the library confirms it
+//!   as attempts arrive, up to its backlog ([`crate::stack::ListenGate`]).
+//!   When its handshake completes, the library confirms it
 //!   ([`ControlMessage::AddConnection`]) and queues it for `accept` — the
 //!   accept queue of a kernel; `accept` hands out connections whose filter
 //!   is confirmed or being confirmed.

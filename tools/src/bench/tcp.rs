@@ -134,6 +134,8 @@ struct Connector {
     got: usize,
     sent: bool,
     completed: Rc<Cell<u64>>,
+    /// Connections the client's instance refused to open.
+    refused: Rc<Cell<u64>>,
 }
 
 impl ClientBehaviour for Connector {
@@ -144,12 +146,17 @@ impl ClientBehaviour for Connector {
                 let mut s = client_socket(4096);
                 let local = self.next_port;
                 self.next_port = if local == 60000 { 20000 } else { local + 1 };
-                s.connect(
+                if s.connect(
                     host.iface.context(),
                     (IpAddress::Ipv4(CLUSTER_IPV4), self.port),
                     local,
                 )
-                .ok()?;
+                .is_err()
+                {
+                    // Counted and reported; this client stops.
+                    self.refused.set(self.refused.get() + 1);
+                    return None;
+                }
                 self.handle = Some(host.sockets.add(s));
                 self.got = 0;
                 self.sent = false;
@@ -196,6 +203,7 @@ fn setups(wall_budget: f64) -> Setup {
         rig.run_for(Duration::from_us(200));
     }
     let completed = Rc::new(Cell::new(0u64));
+    let refused = Rc::new(Cell::new(0u64));
     for c in 0..CLIENTS {
         rig.attach_client(
             c,
@@ -206,6 +214,7 @@ fn setups(wall_budget: f64) -> Setup {
                 got: 0,
                 sent: false,
                 completed: completed.clone(),
+                refused: refused.clone(),
             }),
         )
         .expect("client exists");
@@ -219,6 +228,12 @@ fn setups(wall_budget: f64) -> Setup {
     let virtual_s = (rig.now() - start).as_secs_f64();
     if !rig.hosts.errors.is_empty() {
         eprintln!("warning: tcp setups: {:?}", rig.hosts.errors);
+    }
+    if refused.get() > 0 {
+        eprintln!(
+            "warning: tcp setups: {} clients could not open a connection",
+            refused.get()
+        );
     }
     let completed = completed.get();
     Setup {
