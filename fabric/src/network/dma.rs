@@ -15,8 +15,8 @@ use crate::time::Instant;
 
 /// Names one DMA transfer: the requester's endpoint index in the top 16
 /// bits, and below them the requester's own count of the transfers it
-/// started (from 1). So one requester's IDs are consecutive, in the order
-/// its transfers started.
+/// started (from 1, 48 bits: 2.8·10¹⁴ transfers per requester). So one
+/// requester's IDs are consecutive, in the order its transfers started.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TransferId(pub u64);
 
@@ -319,7 +319,9 @@ impl<V> TransferMap<V> {
         if self.entries.is_empty() {
             self.base = id.0;
         } else {
-            let next = self.base + self.entries.len() as u64;
+            let Some(next) = self.base.checked_add(self.entries.len() as u64) else {
+                return Err(value);
+            };
             if id.0 < next
                 || id.0 - next > Self::MAX_SKIP
                 || id.requester_index() != TransferId(self.base).requester_index()
@@ -358,7 +360,9 @@ impl<V> TransferMap<V> {
         self.live -= 1;
         while self.entries.front().is_some_and(Option::is_none) {
             self.entries.pop_front();
-            self.base += 1;
+            // Meaningful only while entries remain (an empty map takes
+            // the next ID as its base), so past the last ID it may wrap.
+            self.base = self.base.wrapping_add(1);
         }
         Some(v)
     }
@@ -896,6 +900,11 @@ mod transfer_map_tests {
         // Empty again: any requester's ID starts it.
         assert!(m.insert(TransferId::new(6, 1), 1).is_ok());
         assert_eq!(m[&TransferId::new(6, 1)], 1);
+        // The last ID there is: nothing comes after it.
+        let mut last = TransferMap::default();
+        assert!(last.insert(TransferId(u64::MAX), 1).is_ok());
+        assert_eq!(last.insert(TransferId(u64::MAX), 2), Err(2));
+        assert_eq!(last.remove(&TransferId(u64::MAX)), Some(1));
     }
 
     #[test]

@@ -80,17 +80,6 @@ impl Header {
     }
 }
 
-/// Byte `offset` of connection `conn`'s request payload.
-pub fn request_byte(conn: u32, offset: u64) -> u8 {
-    Pattern::request(conn).byte(offset)
-}
-
-/// Byte `offset` of the responses on connection `conn` (offsets count
-/// across every response of the connection).
-pub fn response_byte(conn: u32, offset: u64) -> u8 {
-    Pattern::response(conn).byte(offset)
-}
-
 /// The byte pattern of one direction of one connection: byte `o` is bits
 /// 24..32 of `(o + conn·0x9e3779b9)·0x2545f491` (wrapping, 64-bit), XOR a
 /// salt per direction. Consecutive bytes step the product by a constant,
@@ -109,7 +98,8 @@ impl Pattern {
         Pattern::new(conn, 0x35)
     }
 
-    /// Connection `conn`'s responses.
+    /// Connection `conn`'s responses (offsets count across every response
+    /// of the connection).
     pub fn response(conn: u32) -> Self {
         Pattern::new(conn, 0xc3)
     }
@@ -434,7 +424,7 @@ mod tests {
             stream.extend_from_slice(&h.encode());
             let off: u64 = [0u64, 0, 5][i];
             let mut p = vec![0u8; *len as usize];
-            fill(&mut p, off, |o| request_byte(9, o));
+            Pattern::request(9).fill(&mut p, off);
             stream.extend_from_slice(&p);
         }
         for split in [1usize, 7, 16, 17, 1000] {
@@ -470,7 +460,7 @@ mod tests {
             .unwrap();
         }
         assert_eq!(&got[..3], &[1, 2, 3]);
-        assert_eq!(mismatches(&got[3..], 0, |o| response_byte(4, o)), 0);
+        assert_eq!(Pattern::response(4).mismatches(&got[3..], 0), 0);
         assert_eq!(got.len(), 10_003);
     }
 
